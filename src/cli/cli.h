@@ -1,0 +1,18 @@
+/* Subcommands of the buzon executable. Each takes argc/argv with argv[0] being the subcommand's
+ * name and returns the process exit status. */
+#ifndef BUZON_CLI_CLI_H
+#define BUZON_CLI_CLI_H
+
+/* buzon serve -c FILE */
+int cli_serve_main(int argc, char **argv);
+/* buzon check-config -c FILE */
+int cli_check_config_main(int argc, char **argv);
+/* buzon user add|passwd|del|list -c FILE [--scheme S] [--password-stdin] [USER] */
+int cli_user_main(int argc, char **argv);
+/* buzon hash [--scheme S] [--password-stdin] */
+int cli_hash_main(int argc, char **argv);
+
+/* The default config path when -c is not given. */
+#define CLI_DEFAULT_CONFIG "/etc/buzon/buzon.conf"
+
+#endif

@@ -1,0 +1,66 @@
+/* The configuration file: an INI file read with inih into struct buzon_config.
+ * Every key is documented in README.md (config reference); unknown sections or keys and bad values
+ * are errors reported as FILE:LINE. */
+#ifndef BUZON_CORE_CONFIG_H
+#define BUZON_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "core/log.h"
+
+/* One listening address from `listen = …`; the text form is kept for logs. */
+struct config_listen {
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char *text;
+};
+
+struct buzon_config {
+	char *path; /* the file this was read from */
+
+	/* [server] */
+	char *server_user;      /* user to run as when started as root; NULL = none */
+	unsigned int workers;   /* POP3 worker processes; 0 in the file means auto (one per core) */
+	enum log_level log_level;
+
+	/* [pop3] */
+	struct config_listen *listens;
+	size_t listen_count;
+	unsigned int idle_timeout_secs;     /* RFC 1939 §3: at least 10 minutes */
+	unsigned int max_bad_commands;      /* the session ends after this many bad commands */
+	unsigned int max_connections;       /* per worker process */
+	unsigned int max_prelogin_per_ip;   /* connections not yet logged in, per client IP */
+	bool retr_marks_seen;               /* RETR sets the Maildir S flag at QUIT */
+	char *expire;                       /* EXPIRE capability argument: "NEVER" or days */
+	char *greeting;                     /* text after +OK in the greeting */
+
+	/* [auth] */
+	char *passwd_file;
+	char *auth_user;                  /* user the auth process runs as when started as root */
+	unsigned int auth_threads;        /* hashing threads in the auth process */
+	unsigned int auth_failure_delay_ms; /* delay before answering a failed login */
+	char *default_scheme;             /* scheme `buzon user add` uses */
+
+	/* [mail] */
+	char *mail_location; /* template after "maildir:" with %u %n %d */
+};
+
+/* Reads path into a newly allocated config. On error returns NULL and sets *error_r to a newly
+ * allocated message of the form "FILE:LINE: what is wrong". */
+struct buzon_config *config_load(const char *path, char **error_r);
+void config_free(struct buzon_config **config);
+
+/* Parses "127.0.0.1:110", "[::1]:110" or "*:110" into out. Returns -1 if invalid. */
+int config_parse_listen(const char *text, struct config_listen *out);
+
+/* Prints the effective configuration in the file's own syntax. */
+void config_print(const struct buzon_config *config, FILE *out);
+
+/* Expands a mail location template (%u full user, %n local part, %d domain, %% a percent sign)
+ * for user into a newly allocated path. Returns NULL if the template or user name is unusable. */
+char *config_expand_location(const char *location, const char *user);
+
+#endif

@@ -1,0 +1,105 @@
+/* key=value logging to stderr: "ts=… level=… proc=… event=… key=value …", one write per line so
+ * that lines from several processes sharing stderr do not interleave. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+static char log_role[32] = "buzon";
+static enum log_level log_min_level = LOG_LEVEL_INFO;
+static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+void log_init(const char *role, enum log_level min_level)
+{
+	log_set_role(role);
+	log_min_level = min_level;
+}
+
+void log_set_role(const char *role)
+{
+	snprintf(log_role, sizeof(log_role), "%s", role);
+}
+
+void log_set_level(enum log_level min_level)
+{
+	log_min_level = min_level;
+}
+
+int log_level_parse(const char *name, enum log_level *level_r)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_level_names); i++) {
+		if (strcasecmp(name, log_level_names[i]) == 0) {
+			*level_r = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+void log_event(enum log_level level, const char *event, const char *fmt, ...)
+{
+	char line[2048];
+	struct timespec now;
+	struct tm tm;
+	va_list args;
+
+	if (level < log_min_level)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	int len = snprintf(line, sizeof(line),
+			   "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s proc=%s event=%s",
+			   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			   tm.tm_sec, now.tv_nsec / 1000000, log_level_names[level], log_role, event);
+	if (fmt != NULL && fmt[0] != '\0' && len < (int)sizeof(line) - 2) {
+		line[len++] = ' ';
+		va_start(args, fmt);
+		int more = vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, args);
+		va_end(args);
+		len = more < 0 ? len : len + more;
+	}
+	if (len > (int)sizeof(line) - 2)
+		len = (int)sizeof(line) - 2;
+	line[len++] = '\n';
+	(void)write_full(STDERR_FILENO, line, (size_t)len);
+}
+
+const char *log_quote(const char *value)
+{
+	static char buffers[4][512];
+	static unsigned next;
+	char *out = buffers[next++ % ARRAY_SIZE(buffers)];
+	size_t o = 0, cap = sizeof(buffers[0]);
+	bool needs_quotes = value[0] == '\0';
+
+	for (const char *p = value; *p != '\0'; p++) {
+		if (*p == ' ' || *p == '"' || *p == '=' || (unsigned char)*p < 0x20)
+			needs_quotes = true;
+	}
+	if (needs_quotes)
+		out[o++] = '"';
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+		if (o + 8 >= cap) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (*p == '"' || *p == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)*p;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+		} else {
+			out[o++] = (char)*p;
+		}
+	}
+	if (needs_quotes)
+		out[o++] = '"';
+	out[o] = '\0';
+	return out;
+}

@@ -1,0 +1,54 @@
+/* Small helpers every module uses: allocation that cannot fail silently, bounded string work. */
+#ifndef BUZON_CORE_UTIL_H
+#define BUZON_CORE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BUZON_VERSION "0.1.0"
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation failures end the process: a server that runs out of memory halfway through a
+ * protocol step cannot answer honestly, and the master restarts the worker. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Formats into newly allocated memory; never returns NULL. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Frees *ptr and sets it to NULL, so a dangling pointer cannot be used twice. */
+#define x_free(pptr)                                                                               \
+	do {                                                                                       \
+		free(*(pptr));                                                                     \
+		*(pptr) = NULL;                                                                    \
+	} while (0)
+
+/* Logs a fatal message and aborts: for broken invariants only, never for bad input. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Parses a whole decimal number in [min, max]; returns -1 on any noise, sign or overflow. */
+int str_parse_uint(const char *s, unsigned long long min, unsigned long long max,
+		   unsigned long long *value_r);
+
+/* Parses a duration such as "600", "90s", "10m", "2h", "7d" into seconds. Returns -1 if invalid. */
+int str_parse_duration(const char *s, unsigned int *seconds_r);
+
+/* Parses yes/no/true/false/on/off/1/0. Returns -1 if invalid. */
+int str_parse_bool(const char *s, bool *value_r);
+
+/* Strips leading and trailing blanks in place; returns s moved past the leading ones. */
+char *str_trim(char *s);
+
+/* Writes the whole buffer to fd, retrying on EINTR and short writes. Returns -1 on error. */
+int write_full(int fd, const void *buf, size_t len);
+
+/* fsync()s the directory at path so that a rename or unlink inside it survives a crash. */
+int fsync_dir(const char *path);
+
+/* Creates dir and missing parents with mode. Returns -1 and sets errno on failure. */
+int mkdir_parents(const char *path, unsigned int mode);
+
+#endif
