@@ -1,0 +1,473 @@
+/* Reads the INI configuration file with inih into struct buzon_config, with a table of keys so that
+ * every option is parsed, defaulted, checked and printed in one place. Errors name FILE:LINE. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/util.h"
+#include "store/store.h"
+
+enum config_type {
+	CONFIG_STRING,
+	CONFIG_UINT,
+	CONFIG_DURATION,    /* seconds */
+	CONFIG_DURATION_MS, /* milliseconds; accepts "500ms" as well as the second units */
+	CONFIG_BOOL,
+	CONFIG_WORKERS,
+	CONFIG_LOG_LEVEL,
+	CONFIG_LISTEN,
+	CONFIG_EXPIRE,
+	CONFIG_LOCATION,
+	CONFIG_SCHEME,
+};
+
+struct config_key {
+	const char *section;
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	const char *default_value; /* NULL: no default (required keys are checked after parsing) */
+	unsigned long long min, max; /* for CONFIG_UINT */
+};
+
+#define KEY(sec, nm, ty, field, def, lo, hi)                                                       \
+	{sec, nm, ty, offsetof(struct buzon_config, field), def, lo, hi}
+
+/* Every option, its type and default. README.md documents each of them. */
+static const struct config_key config_keys[] = {
+	KEY("server", "user", CONFIG_STRING, server_user, NULL, 0, 0),
+	KEY("server", "workers", CONFIG_WORKERS, workers, "auto", 0, 0),
+	KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
+	KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
+	/* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
+	KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
+	KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
+	KEY("pop3", "max_connections", CONFIG_UINT, max_connections, "10000", 1, 1000000),
+	KEY("pop3", "max_prelogin_per_ip", CONFIG_UINT, max_prelogin_per_ip, "50", 1, 100000),
+	KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
+	KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
+	KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),
+	KEY("auth", "passwd_file", CONFIG_STRING, passwd_file, NULL, 0, 0),
+	KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
+	KEY("auth", "threads", CONFIG_WORKERS, auth_threads, "auto", 0, 0),
+	KEY("auth", "failure_delay", CONFIG_DURATION_MS, auth_failure_delay_ms, "2s", 0, 0),
+	KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "YESCRYPT", 0, 0),
+	KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
+};
+
+struct config_parse_state {
+	struct buzon_config *config;
+	bool seen[ARRAY_SIZE(config_keys)];
+	char *error; /* the first error; inih gives its line number */
+};
+
+static const struct config_key *config_key_find(const char *section, const char *name,
+						 bool *section_known_r)
+{
+	*section_known_r = false;
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		if (strcmp(config_keys[i].section, section) != 0)
+			continue;
+		*section_known_r = true;
+		if (strcmp(config_keys[i].name, name) == 0)
+			return &config_keys[i];
+	}
+	return NULL;
+}
+
+int config_parse_listen(const char *text, struct config_listen *out)
+{
+	char host[256];
+	const char *port_text;
+	unsigned long long port;
+
+	memset(out, 0, sizeof(*out));
+	if (text[0] == '[') {
+		const char *end = strchr(text, ']');
+		if (end == NULL || end[1] != ':' || (size_t)(end - text - 1) >= sizeof(host))
+			return -1;
+		memcpy(host, text + 1, (size_t)(end - text - 1));
+		host[end - text - 1] = '\0';
+		port_text = end + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+		if (colon == NULL || (size_t)(colon - text) >= sizeof(host) ||
+		    memchr(text, ':', (size_t)(colon - text)) != NULL)
+			return -1;
+		memcpy(host, text, (size_t)(colon - text));
+		host[colon - text] = '\0';
+		port_text = colon + 1;
+	}
+	if (str_parse_uint(port_text, 1, 65535, &port) < 0)
+		return -1;
+
+	struct sockaddr_in *sin = (struct sockaddr_in *)&out->addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
+	if (strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0) {
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		sin->sin_port = htons((uint16_t)port);
+		out->addr_len = sizeof(*sin);
+	} else if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		out->addr_len = sizeof(*sin);
+	} else if (text[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		out->addr_len = sizeof(*sin6);
+	} else {
+		return -1;
+	}
+	out->text = xstrdup(text);
+	return 0;
+}
+
+static int config_set_listen(struct buzon_config *config, const char *value, char **error_r)
+{
+	char *copy = xstrdup(value), *saveptr = NULL;
+	int ret = 0;
+
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL;
+	     item = strtok_r(NULL, ",", &saveptr)) {
+		item = str_trim(item);
+		if (*item == '\0')
+			continue;
+		struct config_listen listen;
+		if (config_parse_listen(item, &listen) < 0) {
+			*error_r = xasprintf("invalid listen address '%s' (expected HOST:PORT, "
+					     "[IPV6]:PORT or *:PORT)",
+					     item);
+			ret = -1;
+			break;
+		}
+		config->listens = xrealloc(config->listens,
+					   (config->listen_count + 1) * sizeof(*config->listens));
+		config->listens[config->listen_count++] = listen;
+	}
+	free(copy);
+	return ret;
+}
+
+/* Stores value into the field described by key. */
+static int config_set(struct buzon_config *config, const struct config_key *key,
+		      const char *value, char **error_r)
+{
+	void *field = (char *)config + key->offset;
+	unsigned long long number;
+	unsigned int seconds;
+	bool flag;
+
+	switch (key->type) {
+	case CONFIG_STRING:
+		free(*(char **)field);
+		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
+		return 0;
+	case CONFIG_SCHEME: {
+		char *upper = xstrdup(value);
+		for (char *p = upper; *p != '\0'; p++)
+			*p = (char)toupper((unsigned char)*p);
+		free(*(char **)field);
+		*(char **)field = upper;
+		return 0;
+	}
+	case CONFIG_UINT:
+		if (str_parse_uint(value, key->min, key->max, &number) < 0) {
+			*error_r = xasprintf("%s must be a whole number from %llu to %llu", key->name,
+					     key->min, key->max);
+			return -1;
+		}
+		*(unsigned int *)field = (unsigned int)number;
+		return 0;
+	case CONFIG_DURATION:
+		if (str_parse_duration(value, &seconds) < 0 || seconds < key->min ||
+		    seconds > key->max) {
+			*error_r = xasprintf("%s must be a duration (e.g. 600, 90s, 10m, 2h) from %llu "
+					     "to %llu seconds",
+					     key->name, key->min, key->max);
+			return -1;
+		}
+		*(unsigned int *)field = seconds;
+		return 0;
+	case CONFIG_DURATION_MS: {
+		size_t len = strlen(value);
+		if (len > 2 && strcmp(value + len - 2, "ms") == 0) {
+			char *digits = xstrndup(value, len - 2);
+			int ret = str_parse_uint(digits, 0, 3600000, &number);
+			free(digits);
+			if (ret == 0) {
+				*(unsigned int *)field = (unsigned int)number;
+				return 0;
+			}
+		} else if (str_parse_duration(value, &seconds) == 0 && seconds <= 3600) {
+			*(unsigned int *)field = seconds * 1000;
+			return 0;
+		}
+		*error_r = xasprintf("%s must be a duration such as 0, 500ms or 2s (at most 1h)",
+				     key->name);
+		return -1;
+	}
+	case CONFIG_BOOL:
+		if (str_parse_bool(value, &flag) < 0) {
+			*error_r = xasprintf("%s must be yes or no", key->name);
+			return -1;
+		}
+		*(bool *)field = flag;
+		return 0;
+	case CONFIG_WORKERS:
+		if (strcasecmp(value, "auto") == 0) {
+			*(unsigned int *)field = 0;
+			return 0;
+		}
+		if (str_parse_uint(value, 1, 256, &number) < 0) {
+			*error_r = xasprintf("%s must be auto or a number from 1 to 256", key->name);
+			return -1;
+		}
+		*(unsigned int *)field = (unsigned int)number;
+		return 0;
+	case CONFIG_LOG_LEVEL:
+		if (log_level_parse(value, (enum log_level *)field) < 0) {
+			*error_r = xasprintf("%s must be debug, info, warn or error", key->name);
+			return -1;
+		}
+		return 0;
+	case CONFIG_LISTEN:
+		return config_set_listen(config, value, error_r);
+	case CONFIG_EXPIRE:
+		if (strcasecmp(value, "never") == 0) {
+			free(*(char **)field);
+			*(char **)field = xstrdup("NEVER");
+			return 0;
+		}
+		if (str_parse_uint(value, 0, 36500, &number) < 0) {
+			*error_r = xasprintf("expire must be NEVER or a number of days");
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xasprintf("%llu", number);
+		return 0;
+	case CONFIG_LOCATION: {
+		const char *path;
+		if (store_backend_find(value, &path) == NULL || path[0] != '/') {
+			*error_r = xasprintf("location must be maildir:/absolute/path with %%u, %%n or "
+					     "%%d, e.g. maildir:/var/mail/%%d/%%n");
+			return -1;
+		}
+		if (strstr(path, "%u") == NULL && strstr(path, "%n") == NULL) {
+			*error_r = xasprintf("location must contain %%u or %%n, or every user would "
+					     "share one mailbox");
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	}
+	}
+	return -1;
+}
+
+static int config_ini_handler(void *user, const char *section, const char *name,
+			      const char *value)
+{
+	struct config_parse_state *state = user;
+	bool section_known;
+	const struct config_key *key = config_key_find(section, name, &section_known);
+
+	if (state->error != NULL)
+		return 1; /* report only the first error, but let inih find no more */
+	if (key == NULL) {
+		state->error = section_known ? xasprintf("unknown key '%s' in [%s]", name, section)
+					     : xasprintf("unknown section [%s]", section);
+		return 0;
+	}
+	size_t index = (size_t)(key - config_keys);
+	if (state->seen[index] && key->type != CONFIG_LISTEN) {
+		state->error = xasprintf("%s is set twice in [%s]", name, section);
+		return 0;
+	}
+	state->seen[index] = true;
+	if (config_set(state->config, key, value, &state->error) < 0)
+		return 0;
+	return 1;
+}
+
+static int config_apply_defaults(struct config_parse_state *state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		if (state->seen[i] || config_keys[i].default_value == NULL)
+			continue;
+		if (config_set(state->config, &config_keys[i], config_keys[i].default_value,
+			       &state->error) < 0)
+			fatal("default of %s is invalid", config_keys[i].name);
+	}
+	return 0;
+}
+
+static char *config_check_required(const struct buzon_config *config)
+{
+	if (config->listen_count == 0)
+		return xstrdup("[pop3] listen is required");
+	if (config->passwd_file == NULL)
+		return xstrdup("[auth] passwd_file is required");
+	if (config->mail_location == NULL)
+		return xstrdup("[mail] location is required");
+	return NULL;
+}
+
+struct buzon_config *config_load(const char *path, char **error_r)
+{
+	struct config_parse_state state = {.config = xcalloc(1, sizeof(struct buzon_config))};
+
+	state.config->path = xstrdup(path);
+	FILE *file = fopen(path, "r");
+	if (file == NULL) {
+		*error_r = xasprintf("%s: cannot open: %s", path, strerror(errno));
+		config_free(&state.config);
+		return NULL;
+	}
+	int line = ini_parse_file(file, config_ini_handler, &state);
+	fclose(file);
+	if (line != 0) {
+		*error_r = xasprintf("%s:%d: %s", path, line,
+				     state.error != NULL ? state.error : "syntax error");
+		free(state.error);
+		config_free(&state.config);
+		return NULL;
+	}
+	config_apply_defaults(&state);
+	char *missing = config_check_required(state.config);
+	if (missing != NULL) {
+		*error_r = xasprintf("%s: %s", path, missing);
+		free(missing);
+		config_free(&state.config);
+		return NULL;
+	}
+	return state.config;
+}
+
+void config_free(struct buzon_config **configp)
+{
+	struct buzon_config *config = *configp;
+
+	if (config == NULL)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		if (config_keys[i].type == CONFIG_STRING || config_keys[i].type == CONFIG_EXPIRE ||
+		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME)
+			free(*(char **)((char *)config + config_keys[i].offset));
+	}
+	for (size_t i = 0; i < config->listen_count; i++)
+		free(config->listens[i].text);
+	free(config->listens);
+	free(config->path);
+	free(config);
+	*configp = NULL;
+}
+
+static void config_print_value(const struct buzon_config *config, const struct config_key *key,
+			       FILE *out)
+{
+	const void *field = (const char *)config + key->offset;
+	static const char *const levels[] = {"debug", "info", "warn", "error"};
+
+	switch (key->type) {
+	case CONFIG_STRING:
+	case CONFIG_EXPIRE:
+	case CONFIG_LOCATION:
+	case CONFIG_SCHEME: {
+		const char *s = *(char *const *)field;
+		fputs(s != NULL ? s : "", out);
+		break;
+	}
+	case CONFIG_UINT:
+		fprintf(out, "%u", *(const unsigned int *)field);
+		break;
+	case CONFIG_DURATION:
+		fprintf(out, "%us", *(const unsigned int *)field);
+		break;
+	case CONFIG_DURATION_MS:
+		fprintf(out, "%ums", *(const unsigned int *)field);
+		break;
+	case CONFIG_BOOL:
+		fputs(*(const bool *)field ? "yes" : "no", out);
+		break;
+	case CONFIG_WORKERS: {
+		unsigned int n = *(const unsigned int *)field;
+		if (n == 0)
+			fputs("auto", out);
+		else
+			fprintf(out, "%u", n);
+		break;
+	}
+	case CONFIG_LOG_LEVEL:
+		fputs(levels[*(const enum log_level *)field], out);
+		break;
+	case CONFIG_LISTEN:
+		for (size_t i = 0; i < config->listen_count; i++)
+			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens[i].text);
+		break;
+	}
+}
+
+void config_print(const struct buzon_config *config, FILE *out)
+{
+	const char *section = "";
+
+	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
+		if (strcmp(section, config_keys[i].section) != 0) {
+			section = config_keys[i].section;
+			fprintf(out, "%s[%s]\n", i > 0 ? "\n" : "", section);
+		}
+		fprintf(out, "%s = ", config_keys[i].name);
+		config_print_value(config, &config_keys[i], out);
+		fputc('\n', out);
+	}
+}
+
+char *config_expand_location(const char *location, const char *user)
+{
+	const char *at = strrchr(user, '@');
+	size_t local_len = at != NULL ? (size_t)(at - user) : strlen(user);
+	const char *domain = at != NULL ? at + 1 : "";
+	char *out = NULL;
+	size_t out_len = 0;
+	FILE *stream = open_memstream(&out, &out_len);
+
+	if (stream == NULL)
+		fatal("open_memstream failed");
+	for (const char *p = location; *p != '\0'; p++) {
+		if (*p != '%') {
+			fputc(*p, stream);
+			continue;
+		}
+		switch (*++p) {
+		case 'u':
+			fputs(user, stream);
+			break;
+		case 'n':
+			fwrite(user, 1, local_len, stream);
+			break;
+		case 'd':
+			fputs(domain, stream);
+			break;
+		case '%':
+			fputc('%', stream);
+			break;
+		default:
+			fclose(stream);
+			free(out);
+			return NULL;
+		}
+	}
+	fclose(stream);
+	return out;
+}
