@@ -10,13 +10,12 @@
 struct evbuffer;
 
 struct dotstuff {
-	bool at_line_start; /* the next byte begins a line */
-	bool prev_cr;       /* the last byte seen was a CR not yet known to be followed by LF */
-	bool in_body;       /* TOP: the header/body separator line has been passed */
-	unsigned char line_bytes; /* bytes seen in the current line, saturating; for blank-line test */
-	bool line_only_cr;        /* every byte of the current line so far is CR */
-	long body_lines_left;     /* TOP: body lines still to send; -1 sends the whole message */
-	bool done;                /* TOP: the limit is reached; further input is ignored */
+	bool at_line_start;     /* the next byte begins a line (start of message or after LF) */
+	bool cr_pending;        /* a CR was held back: CRLF or a lone CR depends on the next byte */
+	bool line_has_content;  /* the current line has a byte other than its line end */
+	bool in_body;           /* TOP: the header/body separator line has been passed */
+	bool done;              /* TOP: the limit is reached; further input is ignored */
+	long body_lines_left;   /* TOP: body lines still to send; -1 sends the whole message */
 };
 
 /* Prepares for one message. top_lines < 0: the whole message (RETR); otherwise the headers, the

@@ -1,0 +1,611 @@
+/* The persistent per-mailbox UID index: parsing, lookup, and atomic saving of buzon-uidlist.
+ *
+ * File format (text, one record per LF-terminated line, fields separated by one space):
+ *
+ *   buzon-uidlist 1 <uidvalidity> <next_uid>
+ *   <uid> <crlf_size> <file_size> <basename>
+ *   ...
+ *   end <uidvalidity> <next_uid> <count>
+ *
+ *  - "1" is the format version.
+ *  - uidvalidity: 1..4294967295; next_uid: 1..4294967296 (one past the highest UID ever assigned,
+ *    including UIDs of messages deleted since; it never goes down).
+ *  - One line per message in ascending UID order. uid: 1..4294967295, unique. crlf_size: the size
+ *    RETR sends (bare LF counted as CRLF); file_size: the size of the file that crlf_size was
+ *    computed for, so that a changed file is noticed; either may be "-" (not cached).
+ *    basename: the Maildir file name before ':' (1..255 bytes, no control bytes, space, DEL, '/'
+ *    or ':'); it is the rest of the line.
+ *  - The trailer repeats uidvalidity and next_uid and gives the number of message lines. A file
+ *    whose last line is not the trailer was truncated; a damaged header is recovered from it.
+ *
+ * Reading is tolerant because the index is the only record of which UID each message has: losing a
+ * line changes one UIDL (the message is downloaded again), losing the file changes them all. So
+ * every line that parses keeps its UID, and next_uid is raised above every UID seen. A line cut off
+ * without its LF is dropped, because its base name may be cut short too. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "store/uidlist.h"
+
+#define UIDLIST_VERSION 1
+#define UIDLIST_HEADER_WORD "buzon-uidlist"
+#define UIDLIST_TRAILER_WORD "end"
+
+/* An index of a million messages is about 100 MB; anything far larger is not an index we wrote,
+ * and reading it whole would only exhaust memory. */
+#define UIDLIST_FILE_MAX (512ULL * 1024 * 1024)
+
+/* What the header or trailer says; valid is false if the line did not parse. */
+struct uidlist_bounds {
+	bool valid;
+	uint32_t uidvalidity;
+	uint64_t next_uid;
+	uint64_t count; /* trailer only */
+};
+
+/* A growing text buffer for uidlist_format(). */
+struct uidlist_text {
+	char *data;
+	size_t len;
+	size_t alloc;
+};
+
+uint32_t uidlist_uidvalidity_now(void)
+{
+	uint32_t now = (uint32_t)time(NULL);
+
+	return now == 0 ? 1 : now;
+}
+
+struct uidlist *uidlist_new(uint32_t uidvalidity)
+{
+	struct uidlist *list = xcalloc(1, sizeof(*list));
+
+	list->uidvalidity = uidvalidity;
+	list->next_uid = 1;
+	list->sorted_by_name = true;
+	return list;
+}
+
+void uidlist_free(struct uidlist **list)
+{
+	if (*list == NULL)
+		return;
+	for (size_t i = 0; i < (*list)->count; i++)
+		free((*list)->entries[i].basename);
+	free((*list)->entries);
+	x_free(list);
+}
+
+bool uidlist_basename_valid(const char *basename, size_t len)
+{
+	if (len == 0 || len > UIDLIST_BASENAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)basename[i];
+		if (c <= ' ' || c == 0x7f || c == '/' || c == ':')
+			return false;
+	}
+	return true;
+}
+
+/* ---- parsing ---- */
+
+/* Parses a decimal number at *p that ends at a space or at end, in [min, max]; moves *p past it. */
+static int uidlist_parse_number(const char **p, const char *end, uint64_t min, uint64_t max,
+				uint64_t *value_r)
+{
+	const char *s = *p;
+	uint64_t value = 0;
+
+	if (s == end || *s < '0' || *s > '9')
+		return -1;
+	for (; s < end && *s != ' '; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		uint64_t digit = (uint64_t)(*s - '0');
+		if (value > (max - digit) / 10)
+			return -1;
+		value = value * 10 + digit;
+	}
+	if (value < min)
+		return -1;
+	*p = s;
+	*value_r = value;
+	return 0;
+}
+
+/* Expects one space at *p and moves past it. */
+static int uidlist_parse_space(const char **p, const char *end)
+{
+	if (*p == end || **p != ' ')
+		return -1;
+	(*p)++;
+	return 0;
+}
+
+/* Parses a size field: a number or "-". */
+static int uidlist_parse_size(const char **p, const char *end, uint64_t *value_r)
+{
+	if (*p < end && **p == '-') {
+		(*p)++;
+		*value_r = UIDLIST_SIZE_UNKNOWN;
+		return *p == end || **p == ' ' ? 0 : -1;
+	}
+	return uidlist_parse_number(p, end, 0, UIDLIST_SIZE_UNKNOWN - 1, value_r);
+}
+
+/* Parses "<word> <uidvalidity> <next_uid>" and, when with_count, " <count>"; nothing may follow. */
+static int uidlist_parse_bounds(const char *line, const char *end, const char *word,
+				bool with_count, struct uidlist_bounds *bounds_r)
+{
+	size_t word_len = strlen(word);
+	const char *p = line;
+	uint64_t uidvalidity, version;
+
+	if ((size_t)(end - p) <= word_len || memcmp(p, word, word_len) != 0)
+		return -1;
+	p += word_len;
+	if (!with_count &&
+	    (uidlist_parse_space(&p, end) < 0 ||
+	     uidlist_parse_number(&p, end, UIDLIST_VERSION, UIDLIST_VERSION, &version) < 0))
+		return -1;
+	if (uidlist_parse_space(&p, end) < 0 ||
+	    uidlist_parse_number(&p, end, 1, UINT32_MAX, &uidvalidity) < 0 ||
+	    uidlist_parse_space(&p, end) < 0 ||
+	    uidlist_parse_number(&p, end, 1, (uint64_t)UIDLIST_UID_MAX + 1, &bounds_r->next_uid) < 0)
+		return -1;
+	bounds_r->count = 0;
+	if (with_count && (uidlist_parse_space(&p, end) < 0 ||
+			   uidlist_parse_number(&p, end, 0, UINT64_MAX - 1, &bounds_r->count) < 0))
+		return -1;
+	if (p != end)
+		return -1;
+	bounds_r->uidvalidity = (uint32_t)uidvalidity;
+	bounds_r->valid = true;
+	return 0;
+}
+
+static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t crlf_size,
+				 uint64_t file_size, const char *basename, size_t len)
+{
+	if (list->count == list->alloc) {
+		list->alloc = list->alloc == 0 ? 64 : list->alloc * 2;
+		list->entries = xrealloc(list->entries, list->alloc * sizeof(list->entries[0]));
+	}
+	struct uidlist_entry *entry = &list->entries[list->count++];
+	entry->uid = uid;
+	entry->present = true;
+	entry->crlf_size = crlf_size;
+	entry->file_size = file_size;
+	entry->basename = xstrndup(basename, len);
+	list->sorted_by_name = false;
+}
+
+/* Parses "<uid> <crlf_size> <file_size> <basename>" and appends it. Returns -1 if malformed. */
+static int uidlist_parse_entry(struct uidlist *list, const char *line, const char *end)
+{
+	const char *p = line;
+	uint64_t uid, crlf_size, file_size;
+
+	if (uidlist_parse_number(&p, end, 1, UIDLIST_UID_MAX, &uid) < 0 ||
+	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &crlf_size) < 0 ||
+	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &file_size) < 0 ||
+	    uidlist_parse_space(&p, end) < 0 ||
+	    !uidlist_basename_valid(p, (size_t)(end - p)))
+		return -1;
+	uidlist_append_entry(list, (uint32_t)uid, crlf_size, file_size, p, (size_t)(end - p));
+	return 0;
+}
+
+static int uidlist_cmp_uid(const void *a, const void *b)
+{
+	const struct uidlist_entry *x = a, *y = b;
+
+	if (x->uid != y->uid)
+		return x->uid < y->uid ? -1 : 1;
+	return strcmp(x->basename, y->basename);
+}
+
+static int uidlist_cmp_name(const void *a, const void *b)
+{
+	const struct uidlist_entry *x = a, *y = b;
+	int ret = strcmp(x->basename, y->basename);
+
+	if (ret != 0)
+		return ret;
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* Removes entry i+1 when it has the same key as entry i (the list being sorted on that key).
+ * Returns how many entries were dropped. */
+static size_t uidlist_drop_adjacent(struct uidlist *list, bool by_uid)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < list->count; i++) {
+		struct uidlist_entry *entry = &list->entries[i];
+		if (out > 0) {
+			const struct uidlist_entry *kept = &list->entries[out - 1];
+			bool same = by_uid ? kept->uid == entry->uid
+					   : strcmp(kept->basename, entry->basename) == 0;
+			if (same) {
+				free(entry->basename);
+				continue;
+			}
+		}
+		list->entries[out++] = *entry;
+	}
+	size_t dropped = list->count - out;
+	list->count = out;
+	return dropped;
+}
+
+/* Two lines claiming one UID, or one base name with two UIDs, can only come from damage; keeping
+ * the lowest of each pair is arbitrary but stable, and the loser is treated as a new message. */
+static size_t uidlist_drop_duplicates(struct uidlist *list)
+{
+	size_t dropped;
+
+	qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_uid);
+	dropped = uidlist_drop_adjacent(list, true);
+	qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_name);
+	dropped += uidlist_drop_adjacent(list, false);
+	list->sorted_by_name = true;
+	return dropped;
+}
+
+/* Settles UIDVALIDITY and next_uid from the header, the trailer and the lines themselves. */
+static bool uidlist_apply_bounds(struct uidlist *list, const struct uidlist_bounds *header,
+				 const struct uidlist_bounds *trailer, size_t lines)
+{
+	bool damaged = !header->valid || !trailer->valid;
+	uint64_t next_uid = 1;
+
+	if (header->valid)
+		list->uidvalidity = header->uidvalidity;
+	else if (trailer->valid)
+		list->uidvalidity = trailer->uidvalidity;
+	if (header->valid && trailer->valid &&
+	    (header->uidvalidity != trailer->uidvalidity || header->next_uid != trailer->next_uid))
+		damaged = true;
+	if (trailer->valid && trailer->count != lines)
+		damaged = true;
+	if (header->valid)
+		next_uid = header->next_uid;
+	if (trailer->valid && trailer->next_uid > next_uid)
+		next_uid = trailer->next_uid;
+	for (size_t i = 0; i < list->count; i++) {
+		if (list->entries[i].uid >= next_uid) {
+			next_uid = (uint64_t)list->entries[i].uid + 1;
+			damaged = true;
+		}
+	}
+	list->next_uid = next_uid;
+	return damaged;
+}
+
+/* The state of one uidlist_parse() run. */
+struct uidlist_parser {
+	struct uidlist *list;
+	struct uidlist_bounds header, trailer;
+	size_t lines; /* message lines that parsed, for the trailer's count */
+	bool damaged;
+};
+
+/* Parses one line (without its LF): the header if first, the trailer if last, else a message. */
+static void uidlist_parse_line(struct uidlist_parser *parser, const char *line, const char *end,
+			       bool first, bool last)
+{
+	if (first && uidlist_parse_bounds(line, end, UIDLIST_HEADER_WORD, false,
+					  &parser->header) == 0)
+		return;
+	if (last && uidlist_parse_bounds(line, end, UIDLIST_TRAILER_WORD, true,
+					 &parser->trailer) == 0)
+		return;
+	if (uidlist_parse_entry(parser->list, line, end) == 0)
+		parser->lines++;
+	else
+		parser->damaged = true;
+}
+
+struct uidlist *uidlist_parse(const char *data, size_t len, bool *damaged_r)
+{
+	struct uidlist_parser parser = {.list = uidlist_new(0)};
+	const char *end = data + len, *line = data;
+
+	while (line < end) {
+		const char *lf = memchr(line, '\n', (size_t)(end - line));
+		if (lf == NULL) {
+			parser.damaged = true; /* truncated in the middle of a line */
+			break;
+		}
+		uidlist_parse_line(&parser, line, lf, line == data, lf + 1 == end);
+		line = lf + 1;
+	}
+	if (uidlist_drop_duplicates(parser.list) > 0)
+		parser.damaged = true;
+	if (uidlist_apply_bounds(parser.list, &parser.header, &parser.trailer, parser.lines))
+		parser.damaged = true;
+	*damaged_r = parser.damaged;
+	return parser.list;
+}
+
+/* ---- formatting and saving ---- */
+
+static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
+{
+	va_list args;
+
+	for (;;) {
+		va_start(args, fmt);
+		int n = vsnprintf(text->data + text->len, text->alloc - text->len, fmt, args);
+		va_end(args);
+		if (n < 0)
+			fatal("uidlist: vsnprintf failed");
+		if ((size_t)n < text->alloc - text->len) {
+			text->len += (size_t)n;
+			return;
+		}
+		text->alloc = text->alloc * 2 + (size_t)n;
+		text->data = xrealloc(text->data, text->alloc);
+	}
+}
+
+static void uidlist_text_append_size(struct uidlist_text *text, uint64_t size)
+{
+	if (size == UIDLIST_SIZE_UNKNOWN)
+		uidlist_text_append(text, " -");
+	else
+		uidlist_text_append(text, " %llu", (unsigned long long)size);
+}
+
+static int uidlist_cmp_uid_ptr(const void *a, const void *b)
+{
+	const struct uidlist_entry *const *x = a, *const *y = b;
+
+	return uidlist_cmp_uid(*x, *y);
+}
+
+char *uidlist_format(const struct uidlist *list, size_t *len_r)
+{
+	const struct uidlist_entry **sorted = xcalloc(list->count, sizeof(*sorted));
+	struct uidlist_text text = {.alloc = 128 + list->count * 64};
+
+	text.data = xmalloc(text.alloc);
+	for (size_t i = 0; i < list->count; i++)
+		sorted[i] = &list->entries[i];
+	qsort(sorted, list->count, sizeof(*sorted), uidlist_cmp_uid_ptr);
+	uidlist_text_append(&text, "%s %d %lu %llu\n", UIDLIST_HEADER_WORD, UIDLIST_VERSION,
+			    (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid);
+	for (size_t i = 0; i < list->count; i++) {
+		uidlist_text_append(&text, "%lu", (unsigned long)sorted[i]->uid);
+		uidlist_text_append_size(&text, sorted[i]->crlf_size);
+		uidlist_text_append_size(&text, sorted[i]->file_size);
+		uidlist_text_append(&text, " %s\n", sorted[i]->basename);
+	}
+	uidlist_text_append(&text, "%s %lu %llu %zu\n", UIDLIST_TRAILER_WORD,
+			    (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid,
+			    list->count);
+	free(sorted);
+	*len_r = text.len;
+	return text.data;
+}
+
+/* The directory holding path, for the fsync that makes the rename durable. */
+static char *uidlist_dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+/* Writes data to a new temp file beside path and fsyncs it; returns its name in *tmp_r. */
+static int uidlist_write_temp(const char *path, const char *data, size_t len, char **tmp_r,
+			      char **error_r)
+{
+	char *tmp = xasprintf("%s.tmp.XXXXXX", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+
+	if (fd < 0) {
+		*error_r = xasprintf("mkstemp(%s): %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	if (write_full(fd, data, len) < 0 || fsync(fd) < 0) {
+		int err = errno;
+		*error_r = xasprintf("write(%s): %s", tmp, strerror(err));
+		close(fd);
+		unlink(tmp);
+		free(tmp);
+		errno = err;
+		return -1;
+	}
+	if (close(fd) < 0) {
+		int err = errno;
+		*error_r = xasprintf("close(%s): %s", tmp, strerror(err));
+		unlink(tmp);
+		free(tmp);
+		errno = err;
+		return -1;
+	}
+	*tmp_r = tmp;
+	return 0;
+}
+
+int uidlist_save(const struct uidlist *list, const char *path, char **error_r)
+{
+	size_t len;
+	char *data = uidlist_format(list, &len), *tmp = NULL;
+	int ret = uidlist_write_temp(path, data, len, &tmp, error_r);
+
+	free(data);
+	if (ret < 0)
+		return -1;
+	if (rename(tmp, path) < 0) {
+		int err = errno;
+		*error_r = xasprintf("rename(%s, %s): %s", tmp, path, strerror(err));
+		unlink(tmp);
+		free(tmp);
+		errno = err;
+		return -1;
+	}
+	free(tmp);
+	char *dir = uidlist_dir_of(path);
+	if (fsync_dir(dir) < 0) {
+		int err = errno;
+		*error_r = xasprintf("fsync(%s): %s", dir, strerror(err));
+		free(dir);
+		errno = err;
+		return -1;
+	}
+	free(dir);
+	return 0;
+}
+
+/* ---- loading ---- */
+
+/* Reads the whole file behind fd into newly allocated memory. */
+static int uidlist_read_all(int fd, char **data_r, size_t *len_r)
+{
+	size_t alloc = 65536, len = 0;
+	char *data = xmalloc(alloc);
+
+	for (;;) {
+		if (len == alloc) {
+			if (alloc >= UIDLIST_FILE_MAX) {
+				free(data);
+				errno = EFBIG;
+				return -1;
+			}
+			alloc *= 2;
+			data = xrealloc(data, alloc);
+		}
+		ssize_t n = read(fd, data + len, alloc - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int err = errno;
+			free(data);
+			errno = err;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	*data_r = data;
+	*len_r = len;
+	return 0;
+}
+
+int uidlist_load(const char *path, struct uidlist **list_r, bool *damaged_r, char **error_r)
+{
+	char *data;
+	size_t len;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	*damaged_r = false;
+	if (fd < 0 && errno == ENOENT) {
+		*list_r = uidlist_new(uidlist_uidvalidity_now());
+		return 0;
+	}
+	if (fd < 0 || uidlist_read_all(fd, &data, &len) < 0) {
+		int err = errno;
+		*error_r = xasprintf("read(%s): %s", path, strerror(err));
+		if (fd >= 0)
+			close(fd);
+		errno = err;
+		return -1;
+	}
+	close(fd);
+	*list_r = uidlist_parse(data, len, damaged_r);
+	free(data);
+	if ((*list_r)->uidvalidity == 0) {
+		/* Both header and trailer are gone: every UIDL changes, which makes clients download
+		 * everything again, but that is safer than guessing and matching old UIDLs. */
+		(*list_r)->uidvalidity = uidlist_uidvalidity_now();
+		*damaged_r = true;
+	}
+	return 1;
+}
+
+/* ---- lookup and upkeep ---- */
+
+struct uidlist_key {
+	const char *name;
+	size_t len;
+};
+
+static int uidlist_cmp_key(const void *k, const void *e)
+{
+	const struct uidlist_key *key = k;
+	const struct uidlist_entry *entry = e;
+	/* strncmp stops at entry's NUL if it is shorter; valid keys hold no NUL. */
+	int ret = strncmp(key->name, entry->basename, key->len);
+
+	if (ret != 0)
+		return ret;
+	return entry->basename[key->len] == '\0' ? 0 : -1;
+}
+
+struct uidlist_entry *uidlist_lookup(struct uidlist *list, const char *basename, size_t len)
+{
+	struct uidlist_key key = {basename, len};
+
+	if (!uidlist_basename_valid(basename, len))
+		return NULL;
+	if (!list->sorted_by_name) {
+		qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_name);
+		list->sorted_by_name = true;
+	}
+	return bsearch(&key, list->entries, list->count, sizeof(list->entries[0]),
+		       uidlist_cmp_key);
+}
+
+int uidlist_add(struct uidlist *list, const char *basename, size_t len, uint64_t crlf_size,
+		uint64_t file_size, uint32_t *uid_r)
+{
+	if (!uidlist_basename_valid(basename, len) || list->next_uid > UIDLIST_UID_MAX)
+		return -1;
+	*uid_r = (uint32_t)list->next_uid++;
+	uidlist_append_entry(list, *uid_r, crlf_size, file_size, basename, len);
+	return 0;
+}
+
+void uidlist_mark_all(struct uidlist *list, bool present)
+{
+	for (size_t i = 0; i < list->count; i++)
+		list->entries[i].present = present;
+}
+
+size_t uidlist_sweep(struct uidlist *list)
+{
+	size_t out = 0;
+
+	for (size_t i = 0; i < list->count; i++) {
+		if (!list->entries[i].present) {
+			free(list->entries[i].basename);
+			continue;
+		}
+		list->entries[out++] = list->entries[i];
+	}
+	size_t dropped = list->count - out;
+	list->count = out;
+	return dropped;
+}
