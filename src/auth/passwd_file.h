@@ -53,8 +53,9 @@ const struct passwd_entry *passwd_db_lookup(const struct passwd_db *db, const ch
 
 void passwd_db_free(struct passwd_db *db);
 
-/* User names: 1..PASSWD_USER_MAX octets, no control bytes, no ':' , no '/', not "." or "..",
- * at most one '@' and not at either end; UTF-8 allowed. They become parts of mailbox paths. */
+/* User names: 1..PASSWD_USER_MAX octets of well-formed UTF-8, no control bytes, no space, no ':',
+ * no '/', not "." or ".."; at most one '@' and not at either end, and then neither the local part
+ * nor the domain may be "." or "..". They become parts of mailbox paths (%u, %n, %d). */
 bool passwd_user_name_valid(const char *user);
 
 /* Sets user's secret, adding the user if add is true (error if present) or replacing the secret of

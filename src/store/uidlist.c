@@ -112,7 +112,7 @@ static int uidlist_parse_number(const char **p, const char *end, uint64_t min, u
 		if (*s < '0' || *s > '9')
 			return -1;
 		uint64_t digit = (uint64_t)(*s - '0');
-		if (value > (max - digit) / 10)
+		if (digit > max || value > (max - digit) / 10)
 			return -1;
 		value = value * 10 + digit;
 	}

@@ -1,0 +1,52 @@
+/* The buzon executable: one binary with subcommands, like git or doveadm. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/util.h"
+
+struct cli_command {
+	const char *name;
+	int (*main)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct cli_command cli_commands[] = {
+	{"serve", cli_serve_main, "run the POP3 server in the foreground"},
+	{"check-config", cli_check_config_main, "validate and print the effective config"},
+	{"user", cli_user_main, "add, passwd, del or list users in the passwd-file"},
+	{"hash", cli_hash_main, "print a password hash for the passwd-file"},
+};
+
+static void cli_usage(FILE *out)
+{
+	fprintf(out, "usage: buzon COMMAND [OPTIONS]\n\ncommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
+		fprintf(out, "  %-13s %s\n", cli_commands[i].name, cli_commands[i].summary);
+	fprintf(out, "  %-13s %s\n", "version", "print the version");
+	fprintf(out, "\nRun 'buzon COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		cli_usage(stderr);
+		return 64;
+	}
+	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("buzon %s\n", BUZON_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		cli_usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++) {
+		if (strcmp(argv[1], cli_commands[i].name) == 0)
+			return cli_commands[i].main(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "buzon: unknown command '%s'\n", argv[1]);
+	cli_usage(stderr);
+	return 64;
+}

@@ -1,0 +1,495 @@
+/* `buzon serve`: the master process. It reads the config, binds every listener (one SO_REUSEPORT
+ * socket per worker and address), starts the auth process and the POP3 workers, drops their
+ * privileges, restarts a child that dies, and on SIGTERM/SIGINT stops them all. The master keeps
+ * no client state, so it stays small and simple; it runs no event loop (a forked child must not
+ * inherit one). */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/auth_server.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "net/ip_limit.h"
+#include "net/listener.h"
+#include "pop3/worker.h"
+
+/* How long children get to exit after SIGTERM before they are killed. */
+#define MASTER_STOP_TIMEOUT_MS 10000
+/* A child that dies sooner than this after starting is restarted only after a pause, so a crash
+ * at start-up cannot turn into a fork storm. */
+#define MASTER_RESPAWN_PAUSE_SECS 1
+
+/* Who a child runs as; unused (no change) when the server was started by an ordinary user. */
+struct run_identity {
+	bool change;
+	char *name;
+	uid_t uid;
+	gid_t gid;
+};
+
+struct master {
+	struct buzon_config *config;
+	struct run_identity mail_identity, auth_identity;
+	unsigned int worker_count;
+	int *listen_fds; /* worker_count rows of listen_count */
+	pid_t *worker_pids;
+	time_t *worker_started;
+	pid_t auth_pid;
+	int auth_control_fd;
+	int signal_fd;
+	struct ip_limit *ip_limit;
+	bool stopping;
+	bool child_failed;
+};
+
+static int identity_lookup(const char *name, struct run_identity *id, char **error_r)
+{
+	struct passwd *pw = getpwnam(name);
+
+	if (pw == NULL) {
+		*error_r = xasprintf("user '%s' does not exist", name);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		*error_r = xasprintf("user '%s' is root; buzon never runs its children as root", name);
+		return -1;
+	}
+	id->change = true;
+	id->name = xstrdup(name);
+	id->uid = pw->pw_uid;
+	id->gid = pw->pw_gid;
+	return 0;
+}
+
+/* Started as root: children must run as [server] user (and [auth] user, default the same). */
+static int master_identities(struct master *master, char **error_r)
+{
+	const struct buzon_config *config = master->config;
+
+	if (geteuid() != 0)
+		return 0;
+	if (config->server_user == NULL) {
+		*error_r = xasprintf("%s: started as root, but [server] user is not set; set it to "
+				     "the owner of the mailboxes (e.g. vmail)",
+				     config->path);
+		return -1;
+	}
+	if (identity_lookup(config->server_user, &master->mail_identity, error_r) < 0)
+		return -1;
+	return identity_lookup(config->auth_user != NULL ? config->auth_user : config->server_user,
+			       &master->auth_identity, error_r);
+}
+
+static void identity_drop(const struct run_identity *id)
+{
+	if (id->change) {
+		if (initgroups(id->name, id->gid) < 0 || setgid(id->gid) < 0 ||
+		    setuid(id->uid) < 0)
+			fatal("cannot drop privileges to %s: %s", id->name, strerror(errno));
+		if (setuid(0) == 0)
+			fatal("privileges were not dropped");
+	}
+	/* nothing a child runs may gain privileges back (setuid binaries, file capabilities) */
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+static void master_free(struct master *master)
+{
+	free(master->listen_fds);
+	free(master->worker_pids);
+	free(master->worker_started);
+	free(master->mail_identity.name);
+	free(master->auth_identity.name);
+	ip_limit_destroy(&master->ip_limit);
+	config_free(&master->config);
+}
+
+/* What a freshly forked child does first: forget the master's signal handling. */
+static void child_reset_signals(struct master *master)
+{
+	sigset_t none;
+
+	close(master->signal_fd);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void master_close_listeners(struct master *master, int keep_row)
+{
+	size_t per = master->config->listen_count;
+
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if ((int)w == keep_row)
+			continue;
+		for (size_t i = 0; i < per; i++)
+			close(master->listen_fds[w * per + i]);
+	}
+}
+
+static int master_spawn_auth(struct master *master)
+{
+	int pair[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pair[0]);
+		close(pair[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		child_reset_signals(master);
+		close(pair[0]);
+		master_close_listeners(master, -1);
+		log_set_role("auth");
+		identity_drop(&master->auth_identity);
+		/* same-user workers must not be able to ptrace this process to read hashes */
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		int status = auth_server_main(master->config, pair[1]);
+		close(pair[1]);
+		master_free(master);
+		exit(status);
+	}
+	close(pair[1]);
+	if (master->auth_control_fd >= 0)
+		close(master->auth_control_fd);
+	master->auth_control_fd = pair[0];
+	master->auth_pid = pid;
+	log_info("auth_spawned", "pid=%d", (int)pid);
+	return 0;
+}
+
+static int master_spawn_worker(struct master *master, unsigned int index)
+{
+	int pair[2];
+	size_t per = master->config->listen_count;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -1;
+	if (auth_server_send_fd(master->auth_control_fd, pair[0]) < 0) {
+		log_error("auth_handoff_failed", "worker=%u error=%s", index,
+			  log_quote(strerror(errno)));
+	}
+	close(pair[0]);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pair[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		char role[32];
+		child_reset_signals(master);
+		close(master->auth_control_fd);
+		master_close_listeners(master, (int)index);
+		snprintf(role, sizeof(role), "pop3/%u", index);
+		log_set_role(role);
+		identity_drop(&master->mail_identity);
+		int status = pop3_worker_main(master->config, index, &master->listen_fds[index * per],
+					      per, pair[1], master->ip_limit);
+		master_free(master);
+		exit(status);
+	}
+	close(pair[1]);
+	master->worker_pids[index] = pid;
+	master->worker_started[index] = time(NULL);
+	log_info("worker_spawned", "worker=%u pid=%d", index, (int)pid);
+	return 0;
+}
+
+static int master_open_listeners(struct master *master, char **error_r)
+{
+	const struct buzon_config *config = master->config;
+	size_t per = config->listen_count;
+
+	for (size_t i = 0; i < per; i++) {
+		if (listener_probe(&config->listens[i], error_r) < 0)
+			return -1;
+	}
+	master->listen_fds = xcalloc(master->worker_count * per, sizeof(int));
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		for (size_t i = 0; i < per; i++) {
+			int fd = listener_open(&config->listens[i], error_r);
+			if (fd < 0)
+				return -1;
+			master->listen_fds[w * per + i] = fd;
+		}
+	}
+	return 0;
+}
+
+static void master_signal_children(struct master *master, int sig)
+{
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master->worker_pids[w] > 0)
+			kill(master->worker_pids[w], sig);
+	}
+	if (master->auth_pid > 0)
+		kill(master->auth_pid, sig);
+}
+
+static bool master_has_children(const struct master *master)
+{
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master->worker_pids[w] > 0)
+			return true;
+	}
+	return master->auth_pid > 0;
+}
+
+static void master_log_exit(const char *what, pid_t pid, int status, bool expected)
+{
+	if (WIFEXITED(status))
+		log_event(expected && WEXITSTATUS(status) == 0 ? LOG_LEVEL_INFO : LOG_LEVEL_ERROR,
+			  "child_exited", "child=%s pid=%d status=%d", what, (int)pid,
+			  WEXITSTATUS(status));
+	else
+		log_error("child_killed", "child=%s pid=%d signal=%d", what, (int)pid,
+			  WTERMSIG(status));
+}
+
+static void master_respawn_pause(time_t started)
+{
+	if (time(NULL) - started < MASTER_RESPAWN_PAUSE_SECS)
+		sleep(MASTER_RESPAWN_PAUSE_SECS);
+}
+
+/* Reaps every exited child; restarts it unless the server is stopping. */
+static void master_reap(struct master *master)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (!clean || !master->stopping)
+			master->child_failed = true;
+		if (pid == master->auth_pid) {
+			master_log_exit("auth", pid, status, master->stopping);
+			master->auth_pid = 0;
+			if (master->stopping)
+				continue;
+			/* workers hold connections to the dead auth process: restart them too */
+			master_respawn_pause(0);
+			if (master_spawn_auth(master) < 0)
+				fatal("cannot restart the auth process: %s", strerror(errno));
+			for (unsigned int w = 0; w < master->worker_count; w++)
+				if (master->worker_pids[w] > 0)
+					kill(master->worker_pids[w], SIGTERM);
+			continue;
+		}
+		for (unsigned int w = 0; w < master->worker_count; w++) {
+			if (master->worker_pids[w] != pid)
+				continue;
+			master_log_exit("pop3", pid, status, master->stopping);
+			master->worker_pids[w] = 0;
+			if (master->stopping)
+				break;
+			master_respawn_pause(master->worker_started[w]);
+			if (master_spawn_worker(master, w) < 0)
+				log_error("worker_respawn_failed", "worker=%u error=%s", w,
+					  log_quote(strerror(errno)));
+			break;
+		}
+	}
+}
+
+static void master_begin_stop(struct master *master, int sig)
+{
+	if (master->stopping)
+		return;
+	master->stopping = true;
+	log_info("stopping", "signal=%d", sig);
+	master_signal_children(master, SIGTERM);
+}
+
+static int master_loop(struct master *master)
+{
+	struct timespec stop_started = {0};
+
+	while (!master->stopping || master_has_children(master)) {
+		struct pollfd pfd = {.fd = master->signal_fd, .events = POLLIN};
+		int timeout = master->stopping ? 100 : -1;
+		if (poll(&pfd, 1, timeout) < 0 && errno != EINTR)
+			fatal("poll failed: %s", strerror(errno));
+		if (master->stopping) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long elapsed = (now.tv_sec - stop_started.tv_sec) * 1000 +
+				       (now.tv_nsec - stop_started.tv_nsec) / 1000000;
+			if (elapsed > MASTER_STOP_TIMEOUT_MS) {
+				log_error("stop_timeout", "action=%s", "SIGKILL");
+				master_signal_children(master, SIGKILL);
+			}
+		}
+		if (!(pfd.revents & POLLIN)) {
+			master_reap(master);
+			continue;
+		}
+		struct signalfd_siginfo info;
+		if (read(master->signal_fd, &info, sizeof(info)) != sizeof(info))
+			continue;
+		switch (info.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			clock_gettime(CLOCK_MONOTONIC, &stop_started);
+			master_begin_stop(master, (int)info.ssi_signo);
+			break;
+		case SIGCHLD:
+			master_reap(master);
+			break;
+		case SIGHUP:
+			log_warn("reload_unsupported", "hint=%s",
+				 log_quote("restart buzon to apply a new config"));
+			break;
+		}
+	}
+	log_info("stopped", "%s", "");
+	return master->child_failed ? 1 : 0;
+}
+
+static void master_raise_file_limit(void)
+{
+	struct rlimit limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+		limit.rlim_cur = limit.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &limit);
+	}
+}
+
+static int master_start(struct master *master)
+{
+	char *error = NULL;
+	sigset_t mask;
+
+	if (master_identities(master, &error) < 0 || master_open_listeners(master, &error) < 0) {
+		fprintf(stderr, "buzon: %s\n", error);
+		log_error("start_failed", "error=%s", log_quote(error));
+		free(error);
+		return 1;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	master->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (master->signal_fd < 0)
+		fatal("signalfd failed: %s", strerror(errno));
+	master->ip_limit = ip_limit_create();
+	if (master_spawn_auth(master) < 0)
+		fatal("cannot start the auth process: %s", strerror(errno));
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master_spawn_worker(master, w) < 0)
+			fatal("cannot start worker %u: %s", w, strerror(errno));
+	}
+	for (size_t i = 0; i < master->config->listen_count; i++)
+		log_info("listening", "address=%s workers=%u", master->config->listens[i].text,
+			 master->worker_count);
+	/* the workers own the sockets now */
+	master_close_listeners(master, -1);
+	int status = master_loop(master);
+	close(master->signal_fd);
+	close(master->auth_control_fd);
+	return status;
+}
+
+static void serve_usage(FILE *out)
+{
+	fprintf(out, "usage: buzon serve [-c FILE]\n"
+		     "Runs the POP3 server in the foreground; logs go to stderr.\n"
+		     "  -c, --config FILE   configuration file (default %s)\n",
+		CLI_DEFAULT_CONFIG);
+}
+
+int cli_serve_main(int argc, char **argv)
+{
+	static const struct option options[] = {{"config", required_argument, NULL, 'c'},
+						{"help", no_argument, NULL, 'h'},
+						{NULL, 0, NULL, 0}};
+	const char *config_path = CLI_DEFAULT_CONFIG;
+	struct master master = {.auth_control_fd = -1, .signal_fd = -1};
+	char *error = NULL;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'h':
+			serve_usage(stdout);
+			return 0;
+		default:
+			serve_usage(stderr);
+			return 64;
+		}
+	}
+	if (optind != argc) {
+		serve_usage(stderr);
+		return 64;
+	}
+	master.config = config_load(config_path, &error);
+	if (master.config == NULL) {
+		fprintf(stderr, "buzon: %s\n", error);
+		free(error);
+		return 78; /* EX_CONFIG */
+	}
+	log_init("master", master.config->log_level);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	master.worker_count = master.config->workers != 0 ? master.config->workers
+							 : (unsigned int)(cores > 0 ? cores : 1);
+	master.worker_pids = xcalloc(master.worker_count, sizeof(pid_t));
+	master.worker_started = xcalloc(master.worker_count, sizeof(time_t));
+	master_raise_file_limit();
+	log_info("starting", "version=%s config=%s workers=%u", BUZON_VERSION,
+		 log_quote(config_path), master.worker_count);
+	int status = master_start(&master);
+	master_free(&master);
+	return status;
+}
+
+int cli_check_config_main(int argc, char **argv)
+{
+	static const struct option options[] = {{"config", required_argument, NULL, 'c'},
+						{NULL, 0, NULL, 0}};
+	const char *config_path = CLI_DEFAULT_CONFIG;
+	char *error = NULL;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
+		if (opt != 'c') {
+			fprintf(stderr, "usage: buzon check-config [-c FILE]\n");
+			return 64;
+		}
+		config_path = optarg;
+	}
+	struct buzon_config *config = config_load(config_path, &error);
+	if (config == NULL) {
+		fprintf(stderr, "buzon: %s\n", error);
+		free(error);
+		return 78;
+	}
+	config_print(config, stdout);
+	config_free(&config);
+	return 0;
+}

@@ -1,0 +1,535 @@
+/* The POP3 commands of RFC 1939 and RFC 2449: one table says in which states each command is valid
+ * and how many arguments it takes; the dispatcher checks both before a handler runs, and each
+ * handler replies and returns an outcome for the session loop. */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_client.h"
+#include "auth/passwd_file.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "pop3/parse.h"
+#include "pop3/session.h"
+#include "pop3/worker.h"
+
+#define ALL_STATES (POP3_STATE_AUTHORIZATION | POP3_STATE_TRANSACTION)
+/* Slice read from a message file per step of RETR/TOP. */
+#define POP3_READ_SLICE (32 * 1024)
+/* The largest TOP line count accepted; larger values mean "all" in practice but are refused to
+ * keep the parser strict. */
+#define POP3_TOP_MAX_LINES 2147483647UL
+
+typedef enum pop3_outcome pop3_command_fn(struct pop3_session *session,
+					  const struct pop3_command_line *cmd);
+
+struct pop3_command {
+	const char *name;
+	unsigned int states;
+	unsigned int min_args, max_args;
+	pop3_command_fn *run;
+};
+
+/* ---- helpers ---- */
+
+static const char *store_error_code(enum store_error kind)
+{
+	switch (kind) {
+	case STORE_ERROR_IN_USE:
+		return "[IN-USE]";
+	case STORE_ERROR_PERM:
+		return "[SYS/PERM]";
+	default:
+		return "[SYS/TEMP]";
+	}
+}
+
+/* Resolves a message-number argument; replies -ERR and returns -1 if it is not a live message. */
+static int pop3_message_arg(struct pop3_session *session, const char *arg, size_t *index_r)
+{
+	if (pop3_parse_msgnum(arg, session->box->count, index_r) < 0) {
+		pop3_reply_err(session, "No such message");
+		return -1;
+	}
+	if (session->deleted[*index_r]) {
+		pop3_reply_err(session, "Message %zu is deleted", *index_r + 1);
+		return -1;
+	}
+	return 0;
+}
+
+static void pop3_count_live(struct pop3_session *session, size_t *count_r, uint64_t *size_r)
+{
+	*count_r = session->box->count - session->deleted_count;
+	*size_r = session->box->total_size - session->deleted_size;
+}
+
+/* ---- AUTHORIZATION ---- */
+
+static enum pop3_outcome pop3_cmd_user(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	free(session->user);
+	session->user = xstrdup(cmd->args[0]);
+	/* the same answer for every name: nothing is revealed before PASS */
+	pop3_reply_ok(session, "Send your password");
+	return POP3_OUTCOME_OK;
+}
+
+static void pop3_login_failed(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_session *session = arg;
+
+	event_free(session->delay_timer);
+	session->delay_timer = NULL;
+	pop3_reply_err(session, "[AUTH] Authentication failed");
+	pop3_session_resume(session, POP3_OUTCOME_BAD);
+}
+
+static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, const char *user,
+						 const char *location)
+{
+	const char *path;
+	const struct store_backend *backend = store_backend_find(location, &path);
+	enum store_error kind = STORE_ERROR_TEMP;
+	char *error = NULL;
+
+	if (backend == NULL || backend->open(path, &session->box, &kind, &error) < 0) {
+		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
+			 log_quote(user), store_error_code(kind),
+			 log_quote(error != NULL ? error : "unknown backend"));
+		free(error);
+		if (kind == STORE_ERROR_IN_USE)
+			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
+		else
+			pop3_reply_err(session, "%s Cannot open the mailbox", store_error_code(kind));
+		return POP3_OUTCOME_OK;
+	}
+	session->state = POP3_STATE_TRANSACTION;
+	session->login_user = xstrdup(user);
+	session->deleted = xcalloc(session->box->count, sizeof(bool));
+	session->retrieved = xcalloc(session->box->count, sizeof(bool));
+	log_info("login", "session=%s user=%s ip=%s mechanism=USER messages=%zu octets=%llu",
+		 session->id, log_quote(user), session->ip, session->box->count,
+		 (unsigned long long)session->box->total_size);
+	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
+		      (unsigned long long)session->box->total_size);
+	return POP3_OUTCOME_OK;
+}
+
+static void pop3_pass_answered(void *context, enum auth_result result, const char *user,
+			       const char *location)
+{
+	struct pop3_session *session = context;
+	unsigned int delay_ms = session->worker->config->auth_failure_delay_ms;
+
+	session->auth_request = 0;
+	if (result == AUTH_RESULT_OK) {
+		pop3_session_resume(session, pop3_login_open_mailbox(session, user, location));
+		return;
+	}
+	if (result == AUTH_RESULT_TEMPFAIL) {
+		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_session_resume(session, POP3_OUTCOME_OK);
+		return;
+	}
+	log_info("login_failed", "session=%s user=%s ip=%s", session->id,
+		 log_quote(session->user != NULL ? session->user : ""), session->ip);
+	/* a delay before the answer slows down guessing on this connection */
+	struct timeval delay = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
+	session->delay_timer = evtimer_new(session->worker->base, pop3_login_failed, session);
+	evtimer_add(session->delay_timer, &delay);
+}
+
+static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	if (session->user == NULL) {
+		pop3_reply_err(session, "Send USER first");
+		return POP3_OUTCOME_BAD;
+	}
+	if (cmd->rest == NULL) {
+		pop3_reply_err(session, "PASS needs a password");
+		return POP3_OUTCOME_BAD;
+	}
+	session->auth_request = auth_client_verify(session->worker->auth, session->user,
+						   cmd->rest, pop3_pass_answered, session);
+	return POP3_OUTCOME_WAIT;
+}
+
+static enum pop3_outcome pop3_cmd_not_yet(struct pop3_session *session,
+					  const struct pop3_command_line *cmd)
+{
+	pop3_reply_err(session, "%s is not supported", cmd->keyword);
+	return POP3_OUTCOME_BAD;
+}
+
+/* ---- both states ---- */
+
+static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	struct evbuffer *out = bufferevent_get_output(session->bev);
+
+	/* RFC 2449 §5: what is announced before login stays announced after it */
+	evbuffer_add_printf(out, "+OK Capability list follows\r\n"
+				 "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nPIPELINING\r\n"
+				 "AUTH-RESP-CODE\r\nEXPIRE %s\r\n",
+			    session->worker->config->expire);
+	if (session->state == POP3_STATE_TRANSACTION)
+		evbuffer_add_printf(out, "IMPLEMENTATION %s\r\n", session->worker->implementation);
+	evbuffer_add(out, ".\r\n", 3);
+	return POP3_OUTCOME_OK;
+}
+
+static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
+{
+	const struct buzon_config *config = session->worker->config;
+	struct store_changes changes = {.deleted = session->deleted,
+					.retrieved = session->retrieved,
+					.mark_seen = config->retr_marks_seen};
+	enum store_error kind = STORE_ERROR_NONE;
+	char *error = NULL;
+	size_t live;
+	uint64_t size;
+
+	session->close_reason = "quit";
+	pop3_count_live(session, &live, &size);
+	if (session->deleted_count == 0 && (!changes.mark_seen || session->retrieved_count == 0)) {
+		pop3_reply_ok(session, "Logging out, %zu messages left", live);
+		return POP3_OUTCOME_CLOSE;
+	}
+	if (session->box->backend->commit(session->box, &changes, &kind, &error) < 0) {
+		log_error("commit_failed", "session=%s user=%s error=%s", session->id,
+			  log_quote(session->login_user), log_quote(error != NULL ? error : ""));
+		free(error);
+		pop3_reply_err(session, "%s Some messages could not be deleted, try again later",
+			       kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
+		return POP3_OUTCOME_CLOSE;
+	}
+	pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
+		      session->deleted_count, live);
+	return POP3_OUTCOME_CLOSE;
+}
+
+static enum pop3_outcome pop3_cmd_quit(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	if (session->state == POP3_STATE_TRANSACTION)
+		return pop3_quit_commit(session);
+	session->close_reason = "quit";
+	pop3_reply_ok(session, "Logging out");
+	return POP3_OUTCOME_CLOSE;
+}
+
+/* ---- TRANSACTION ---- */
+
+static enum pop3_outcome pop3_cmd_stat(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	size_t live;
+	uint64_t size;
+
+	pop3_count_live(session, &live, &size);
+	pop3_reply_ok(session, "%zu %llu", live, (unsigned long long)size);
+	return POP3_OUTCOME_OK;
+}
+
+/* LIST and UIDL: one message with an argument, else a streamed listing. */
+static enum pop3_outcome pop3_listing(struct pop3_session *session,
+				      const struct pop3_command_line *cmd,
+				      enum pop3_stream_kind kind)
+{
+	size_t index;
+
+	if (cmd->arg_count == 1) {
+		if (pop3_message_arg(session, cmd->args[0], &index) < 0)
+			return POP3_OUTCOME_BAD;
+		const struct store_message *msg = &session->box->messages[index];
+		if (kind == POP3_STREAM_LIST)
+			pop3_reply_ok(session, "%zu %llu", index + 1, (unsigned long long)msg->size);
+		else
+			pop3_reply_ok(session, "%zu %s", index + 1, msg->uidl);
+		return POP3_OUTCOME_OK;
+	}
+	size_t live;
+	uint64_t size;
+	pop3_count_live(session, &live, &size);
+	if (kind == POP3_STREAM_LIST)
+		pop3_reply_ok(session, "%zu messages (%llu octets)", live, (unsigned long long)size);
+	else
+		pop3_reply_ok(session, "Unique-ID listing follows");
+	session->stream = kind;
+	session->stream_pos = 0;
+	return POP3_OUTCOME_STREAM;
+}
+
+static enum pop3_outcome pop3_cmd_list(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	return pop3_listing(session, cmd, POP3_STREAM_LIST);
+}
+
+static enum pop3_outcome pop3_cmd_uidl(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	return pop3_listing(session, cmd, POP3_STREAM_UIDL);
+}
+
+/* RETR and TOP: opens the message and starts streaming it. */
+static enum pop3_outcome pop3_send_message(struct pop3_session *session, size_t index,
+					   long top_lines)
+{
+	enum store_error kind = STORE_ERROR_TEMP;
+	char *error = NULL;
+	const struct store_message *msg = &session->box->messages[index];
+
+	session->reader = session->box->backend->read_open(session->box, index, &kind, &error);
+	if (session->reader == NULL) {
+		log_error("message_open_failed", "session=%s user=%s uidl=%s error=%s",
+			  session->id, log_quote(session->login_user), msg->uidl,
+			  log_quote(error != NULL ? error : ""));
+		free(error);
+		pop3_reply_err(session, "%s Message %zu cannot be read now", store_error_code(kind),
+			       index + 1);
+		return POP3_OUTCOME_OK;
+	}
+	if (top_lines < 0)
+		pop3_reply_ok(session, "%llu octets", (unsigned long long)msg->size);
+	else
+		pop3_reply_ok(session, "Top of message follows");
+	dotstuff_init(&session->dotstuff, top_lines);
+	session->stream = POP3_STREAM_MESSAGE;
+	session->stream_index = index;
+	session->stream_is_retr = top_lines < 0;
+	return POP3_OUTCOME_STREAM;
+}
+
+static enum pop3_outcome pop3_cmd_retr(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	size_t index;
+
+	if (pop3_message_arg(session, cmd->args[0], &index) < 0)
+		return POP3_OUTCOME_BAD;
+	return pop3_send_message(session, index, -1);
+}
+
+static enum pop3_outcome pop3_cmd_top(struct pop3_session *session,
+				      const struct pop3_command_line *cmd)
+{
+	size_t index;
+	unsigned long lines;
+
+	if (pop3_message_arg(session, cmd->args[0], &index) < 0)
+		return POP3_OUTCOME_BAD;
+	if (pop3_parse_line_count(cmd->args[1], POP3_TOP_MAX_LINES, &lines) < 0) {
+		pop3_reply_err(session, "Invalid number of lines");
+		return POP3_OUTCOME_BAD;
+	}
+	return pop3_send_message(session, index, (long)lines);
+}
+
+static enum pop3_outcome pop3_cmd_dele(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	size_t index;
+
+	if (pop3_message_arg(session, cmd->args[0], &index) < 0)
+		return POP3_OUTCOME_BAD;
+	session->deleted[index] = true;
+	session->deleted_count++;
+	session->deleted_size += session->box->messages[index].size;
+	pop3_reply_ok(session, "Message %zu deleted", index + 1);
+	return POP3_OUTCOME_OK;
+}
+
+static enum pop3_outcome pop3_cmd_noop(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	pop3_reply_ok(session, "%s", "");
+	return POP3_OUTCOME_OK;
+}
+
+static enum pop3_outcome pop3_cmd_rset(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	memset(session->deleted, 0, session->box->count * sizeof(bool));
+	session->deleted_count = 0;
+	session->deleted_size = 0;
+	pop3_reply_ok(session, "%zu messages (%llu octets)", session->box->count,
+		      (unsigned long long)session->box->total_size);
+	return POP3_OUTCOME_OK;
+}
+
+/* The command table. PASS takes the rest of the line (RFC 1939 §7: spaces may be part of the
+ * password), so its argument count is checked by its handler. */
+static const struct pop3_command pop3_commands[] = {
+	{"USER", POP3_STATE_AUTHORIZATION, 1, 1, pop3_cmd_user},
+	{"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
+	{"APOP", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+	{"AUTH", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+	{"STLS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+	{"CAPA", ALL_STATES, 0, 0, pop3_cmd_capa},
+	{"QUIT", ALL_STATES, 0, 0, pop3_cmd_quit},
+	{"STAT", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_stat},
+	{"LIST", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_list},
+	{"RETR", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_retr},
+	{"DELE", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_dele},
+	{"NOOP", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_noop},
+	{"RSET", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_rset},
+	{"TOP", POP3_STATE_TRANSACTION, 2, 2, pop3_cmd_top},
+	{"UIDL", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_uidl},
+};
+
+static const struct pop3_command *pop3_command_find(const char *keyword)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(pop3_commands); i++) {
+		if (strcmp(pop3_commands[i].name, keyword) == 0)
+			return &pop3_commands[i];
+	}
+	return NULL;
+}
+
+static enum pop3_outcome pop3_command_dispatch(struct pop3_session *session,
+					       const struct pop3_command_line *cmd)
+{
+	const struct pop3_command *command = pop3_command_find(cmd->keyword);
+
+	if (command == NULL) {
+		pop3_reply_err(session, "Unknown command");
+		return POP3_OUTCOME_BAD;
+	}
+	if ((command->states & session->state) == 0) {
+		pop3_reply_err(session, "%s is not valid in this state", command->name);
+		return POP3_OUTCOME_BAD;
+	}
+	if (cmd->arg_count < command->min_args || cmd->arg_count > command->max_args) {
+		pop3_reply_err(session, "Wrong number of arguments for %s", command->name);
+		return POP3_OUTCOME_BAD;
+	}
+	/* a client that has gone cannot read a listing; its later commands (DELE, QUIT) still run */
+	if (session->peer_gone &&
+	    (command->run == pop3_cmd_retr || command->run == pop3_cmd_top ||
+	     command->run == pop3_cmd_list || command->run == pop3_cmd_uidl))
+		return POP3_OUTCOME_OK;
+	return command->run(session, cmd);
+}
+
+enum pop3_outcome pop3_command_run(struct pop3_session *session, const char *line)
+{
+	struct pop3_command_line cmd;
+	enum pop3_outcome outcome;
+
+	switch (pop3_parse_line(line, &cmd)) {
+	case POP3_PARSE_OK:
+		outcome = pop3_command_dispatch(session, &cmd);
+		break;
+	case POP3_PARSE_EMPTY:
+		pop3_reply_err(session, "Empty command");
+		outcome = POP3_OUTCOME_BAD;
+		break;
+	case POP3_PARSE_BAD_BYTES:
+		pop3_reply_err(session, "Control characters are not allowed in commands");
+		outcome = POP3_OUTCOME_BAD;
+		break;
+	default:
+		pop3_reply_err(session, "Unknown command");
+		outcome = POP3_OUTCOME_BAD;
+		break;
+	}
+	/* the line may have held a password */
+	sodium_memzero(&cmd, sizeof(cmd));
+	return outcome;
+}
+
+/* ---- streaming multi-line replies ---- */
+
+static bool pop3_output_full(struct pop3_session *session)
+{
+	return evbuffer_get_length(bufferevent_get_output(session->bev)) >= POP3_OUTPUT_THROTTLE;
+}
+
+static bool pop3_stream_listing(struct pop3_session *session)
+{
+	struct evbuffer *out = bufferevent_get_output(session->bev);
+	const struct store_mailbox *box = session->box;
+
+	while (session->stream_pos < box->count) {
+		if (pop3_output_full(session))
+			return false;
+		size_t i = session->stream_pos++;
+		if (session->deleted[i])
+			continue;
+		if (session->stream == POP3_STREAM_LIST)
+			evbuffer_add_printf(out, "%zu %llu\r\n", i + 1,
+					    (unsigned long long)box->messages[i].size);
+		else
+			evbuffer_add_printf(out, "%zu %s\r\n", i + 1, box->messages[i].uidl);
+	}
+	evbuffer_add(out, ".\r\n", 3);
+	return true;
+}
+
+/* Returns 1 when the message is complete, 0 when the output is full, -1 on a read error. */
+static int pop3_stream_message(struct pop3_session *session)
+{
+	struct evbuffer *out = bufferevent_get_output(session->bev);
+	const struct store_backend *backend = session->box->backend;
+	char buf[POP3_READ_SLICE];
+
+	while (!pop3_output_full(session)) {
+		ssize_t len = backend->read(session->reader, buf, sizeof(buf));
+		if (len < 0)
+			return -1;
+		if (len == 0 || dotstuff_feed(&session->dotstuff, buf, (size_t)len, out)) {
+			dotstuff_finish(&session->dotstuff, out);
+			if (session->stream_is_retr && !session->retrieved[session->stream_index]) {
+				session->retrieved[session->stream_index] = true;
+				session->retrieved_count++;
+			}
+			return 1;
+		}
+	}
+	return 0;
+}
+
+bool pop3_stream_continue(struct pop3_session *session)
+{
+	bool done = false;
+
+	switch (session->stream) {
+	case POP3_STREAM_NONE:
+		return true;
+	case POP3_STREAM_LIST:
+	case POP3_STREAM_UIDL:
+		done = pop3_stream_listing(session);
+		break;
+	case POP3_STREAM_MESSAGE: {
+		int ret = pop3_stream_message(session);
+		if (ret < 0) {
+			/* the +OK is out: the only honest ending is to cut the connection */
+			log_error("message_read_failed", "session=%s user=%s index=%zu", session->id,
+				  log_quote(session->login_user), session->stream_index + 1);
+			pop3_stream_abort(session);
+			pop3_session_close_later(session, "read_error");
+			return false;
+		}
+		done = ret == 1;
+		break;
+	}
+	}
+	if (done)
+		pop3_stream_abort(session);
+	return done;
+}
+
+void pop3_stream_abort(struct pop3_session *session)
+{
+	if (session->reader != NULL)
+		session->box->backend->read_close(&session->reader);
+	session->stream = POP3_STREAM_NONE;
+}

@@ -1,0 +1,347 @@
+/* POP3 session plumbing: the connection's callbacks, line reading with length limits, the loop that
+ * runs pipelined commands in order with back-pressure, replies, and teardown. What each command
+ * does lives in commands.c. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/auth_client.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "net/ip_limit.h"
+#include "net/listener.h"
+#include "pop3/parse.h"
+#include "pop3/session.h"
+#include "pop3/worker.h"
+
+/* Input read ahead of the command being run; a pipelining client blocks on TCP beyond this. */
+#define POP3_INPUT_HIGH_WATER (64 * 1024)
+
+static void pop3_session_read_cb(struct bufferevent *bev, void *arg);
+static void pop3_session_write_cb(struct bufferevent *bev, void *arg);
+static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void pop3_session_run_input(struct pop3_session *session);
+
+static void pop3_reply_line(struct pop3_session *session, const char *status, const char *fmt,
+			    va_list args)
+{
+	struct evbuffer *out = bufferevent_get_output(session->bev);
+	char text[512];
+
+	vsnprintf(text, sizeof(text), fmt, args);
+	evbuffer_add_printf(out, "%s%s%s\r\n", status, text[0] != '\0' ? " " : "", text);
+}
+
+void pop3_reply_ok(struct pop3_session *session, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	pop3_reply_line(session, "+OK", fmt, args);
+	va_end(args);
+}
+
+void pop3_reply_err(struct pop3_session *session, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	pop3_reply_line(session, "-ERR", fmt, args);
+	va_end(args);
+}
+
+void pop3_reply_raw(struct pop3_session *session, const char *data, size_t len)
+{
+	evbuffer_add(bufferevent_get_output(session->bev), data, len);
+}
+
+static size_t pop3_output_len(struct pop3_session *session)
+{
+	return evbuffer_get_length(bufferevent_get_output(session->bev));
+}
+
+/* Refuses a connection before a session exists: one line, then close. The socket is fresh, so a
+ * short line fits in its send buffer. */
+static void pop3_refuse(int fd, const char *line)
+{
+	(void)!write(fd, line, strlen(line));
+	close(fd);
+}
+
+struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
+					 const struct sockaddr *peer, int peer_len)
+{
+	const struct buzon_config *config = worker->config;
+	char ip[64];
+
+	listener_format_ip(peer, ip, sizeof(ip));
+	if (worker->session_count >= config->max_connections) {
+		log_warn("connection_refused", "ip=%s reason=max_connections", ip);
+		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
+		return NULL;
+	}
+	if (!ip_limit_acquire(worker->ip_limit, peer, config->max_prelogin_per_ip)) {
+		log_warn("connection_refused", "ip=%s reason=max_prelogin_per_ip", ip);
+		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections from your address\r\n");
+		return NULL;
+	}
+
+	struct pop3_session *session = xcalloc(1, sizeof(*session));
+	session->worker = worker;
+	session->state = POP3_STATE_AUTHORIZATION;
+	session->prelogin_counted = true;
+	memcpy(&session->peer, peer, (size_t)peer_len);
+	memcpy(session->ip, ip, sizeof(ip));
+	snprintf(session->id, sizeof(session->id), "%u.%llu", worker->index,
+		 (unsigned long long)++worker->next_session_number);
+	session->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (session->bev == NULL)
+		fatal("bufferevent_socket_new failed");
+	bufferevent_setcb(session->bev, pop3_session_read_cb, pop3_session_write_cb,
+			  pop3_session_event_cb, session);
+	bufferevent_setwatermark(session->bev, EV_READ, 0, POP3_INPUT_HIGH_WATER);
+	bufferevent_setwatermark(session->bev, EV_WRITE, POP3_OUTPUT_THROTTLE / 2, 0);
+	struct timeval idle = {.tv_sec = config->idle_timeout_secs};
+	bufferevent_set_timeouts(session->bev, &idle, &idle);
+	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
+
+	session->next = worker->sessions;
+	if (worker->sessions != NULL)
+		worker->sessions->prev = session;
+	worker->sessions = session;
+	worker->session_count++;
+
+	log_debug("connect", "session=%s ip=%s", session->id, session->ip);
+	pop3_reply_ok(session, "%s", config->greeting);
+	return session;
+}
+
+static void pop3_session_release_prelogin(struct pop3_session *session)
+{
+	if (session->prelogin_counted) {
+		ip_limit_release(session->worker->ip_limit, (const struct sockaddr *)&session->peer);
+		session->prelogin_counted = false;
+	}
+}
+
+void pop3_session_destroy(struct pop3_session *session, const char *reason)
+{
+	struct pop3_worker *worker = session->worker;
+
+	if (session->login_user != NULL)
+		log_info("logout", "session=%s user=%s ip=%s reason=%s commands=%u retrieved=%u "
+				   "deleted=%zu",
+			 session->id, log_quote(session->login_user), session->ip, reason,
+			 session->commands, session->retrieved_count,
+			 session->closing && session->close_reason != NULL &&
+				 strcmp(session->close_reason, "quit") == 0
+			     ? session->deleted_count
+			     : (size_t)0);
+	else
+		log_debug("disconnect", "session=%s ip=%s reason=%s commands=%u", session->id,
+			  session->ip, reason, session->commands);
+
+	pop3_stream_abort(session);
+	if (session->auth_request != 0)
+		auth_client_cancel(worker->auth, session->auth_request);
+	if (session->delay_timer != NULL)
+		event_free(session->delay_timer);
+	if (session->box != NULL)
+		session->box->backend->close(&session->box);
+	pop3_session_release_prelogin(session);
+	free(session->deleted);
+	free(session->retrieved);
+	free(session->user);
+	free(session->login_user);
+	bufferevent_free(session->bev);
+
+	if (session->prev != NULL)
+		session->prev->next = session->next;
+	else
+		worker->sessions = session->next;
+	if (session->next != NULL)
+		session->next->prev = session->prev;
+	worker->session_count--;
+	free(session);
+}
+
+/* Marks the session for closing once its output is flushed. */
+static void pop3_session_close_after_flush(struct pop3_session *session, const char *reason)
+{
+	session->closing = true;
+	if (session->close_reason == NULL)
+		session->close_reason = reason;
+	bufferevent_disable(session->bev, EV_READ);
+	bufferevent_setwatermark(session->bev, EV_WRITE, 0, 0);
+	if (session->peer_gone || pop3_output_len(session) == 0)
+		pop3_session_destroy(session, session->close_reason);
+}
+
+void pop3_session_close_later(struct pop3_session *session, const char *reason)
+{
+	session->closing = true;
+	if (session->close_reason == NULL)
+		session->close_reason = reason;
+	bufferevent_disable(session->bev, EV_READ);
+	bufferevent_setwatermark(session->bev, EV_WRITE, 0, 0);
+	bufferevent_trigger(session->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Reads the next complete line into buf (CR and LF stripped). Returns 1 for a line, 0 if none is
+ * complete yet, -1 if the line was too long (the caller replies -ERR). */
+static int pop3_session_read_line(struct pop3_session *session, char *buf, size_t size)
+{
+	struct evbuffer *in = bufferevent_get_input(session->bev);
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+
+	if (eol.pos < 0) {
+		size_t pending = evbuffer_get_length(in);
+		if (pending < POP3_MAX_LINE)
+			return 0;
+		/* no line end within the limit: drop what we have, keep dropping to the LF */
+		evbuffer_drain(in, pending);
+		if (session->discarding_line)
+			return 0;
+		session->discarding_line = true;
+		return -1;
+	}
+	size_t line_len = (size_t)eol.pos;
+	if (session->discarding_line) {
+		evbuffer_drain(in, line_len + eol_len);
+		session->discarding_line = false;
+		return 0;
+	}
+	if (line_len + 2 > POP3_MAX_LINE) {
+		evbuffer_drain(in, line_len + eol_len);
+		return -1;
+	}
+	evbuffer_remove(in, buf, line_len);
+	evbuffer_drain(in, eol_len);
+	if (line_len > 0 && buf[line_len - 1] == '\r')
+		line_len--;
+	buf[line_len] = '\0';
+	(void)size;
+	return 1;
+}
+
+/* Acts on a handler's outcome. Returns false when the session can take no more input now. */
+static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome outcome)
+{
+	switch (outcome) {
+	case POP3_OUTCOME_OK:
+		return true;
+	case POP3_OUTCOME_BAD:
+		if (++session->bad_commands >= session->worker->config->max_bad_commands) {
+			pop3_reply_err(session, "Too many bad commands, closing connection");
+			pop3_session_close_after_flush(session, "bad_commands");
+			return false;
+		}
+		return true;
+	case POP3_OUTCOME_WAIT:
+		return false;
+	case POP3_OUTCOME_STREAM:
+		/* input waits while a long reply streams; the write callback resumes it */
+		bufferevent_disable(session->bev, EV_READ);
+		if (!pop3_stream_continue(session))
+			return false;
+		bufferevent_enable(session->bev, EV_READ);
+		return true;
+	case POP3_OUTCOME_CLOSE:
+		pop3_session_close_after_flush(session, session->close_reason);
+		return false;
+	}
+	return false;
+}
+
+/* Runs complete command lines in order while nothing holds the session back. May free it. */
+static void pop3_session_run_input(struct pop3_session *session)
+{
+	char line[POP3_MAX_LINE + 1];
+
+	while (!session->closing && session->auth_request == 0 && session->delay_timer == NULL &&
+	       session->stream == POP3_STREAM_NONE) {
+		if (session->peer_gone)
+			evbuffer_drain(bufferevent_get_output(session->bev),
+				       pop3_output_len(session));
+		else if (pop3_output_len(session) >= POP3_OUTPUT_THROTTLE)
+			return;
+		int ret = pop3_session_read_line(session, line, sizeof(line));
+		if (ret == 0)
+			break;
+		enum pop3_outcome outcome;
+		if (ret < 0) {
+			pop3_reply_err(session, "Line too long (at most %d octets)", POP3_MAX_LINE);
+			outcome = POP3_OUTCOME_BAD;
+		} else {
+			session->commands++;
+			outcome = pop3_command_run(session, line);
+			sodium_memzero(line, sizeof(line)); /* it may have been a PASS */
+		}
+		if (!pop3_session_apply(session, outcome))
+			return;
+	}
+	if (session->peer_gone && !session->closing && session->auth_request == 0 &&
+	    session->delay_timer == NULL)
+		pop3_session_destroy(session, "disconnected");
+}
+
+void pop3_session_resume(struct pop3_session *session, enum pop3_outcome outcome)
+{
+	if (session->state == POP3_STATE_TRANSACTION)
+		pop3_session_release_prelogin(session);
+	if (pop3_session_apply(session, outcome))
+		pop3_session_run_input(session);
+}
+
+static void pop3_session_read_cb(struct bufferevent *bev, void *arg)
+{
+	pop3_session_run_input(arg);
+}
+
+static void pop3_session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct pop3_session *session = arg;
+
+	if (session->closing) {
+		if (pop3_output_len(session) == 0)
+			pop3_session_destroy(session, session->close_reason);
+		return;
+	}
+	if (session->stream != POP3_STREAM_NONE) {
+		if (!pop3_stream_continue(session))
+			return;
+		bufferevent_enable(session->bev, EV_READ);
+	}
+	pop3_session_run_input(session);
+}
+
+static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct pop3_session *session = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		/* RFC 1939 §3: an idle timeout ends the session without entering UPDATE. */
+		pop3_reply_err(session, "Idle timeout, closing connection");
+		pop3_session_close_after_flush(session, "timeout");
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		/* Commands already received still count: a client that sends DELE and QUIT and closes
+		 * at once (Outlook does) must get its deletions, exactly once. */
+		session->peer_gone = true;
+		pop3_stream_abort(session);
+		if (session->closing) {
+			pop3_session_destroy(session, session->close_reason);
+			return;
+		}
+		pop3_session_run_input(session);
+	}
+}

@@ -1,0 +1,114 @@
+/* One POP3 session: the connection's buffers, its RFC 1939 state, the mailbox snapshot while in
+ * TRANSACTION, and the multi-line reply being streamed. The session owns everything it points to
+ * and frees it in pop3_session_destroy(). */
+#ifndef BUZON_POP3_SESSION_H
+#define BUZON_POP3_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "pop3/dotstuff.h"
+#include "store/store.h"
+
+struct bufferevent;
+struct event;
+struct pop3_worker;
+
+enum pop3_state {
+	POP3_STATE_AUTHORIZATION = 1 << 0,
+	POP3_STATE_TRANSACTION = 1 << 1,
+};
+
+/* What a command handler did; the session loop acts on it. */
+enum pop3_outcome {
+	POP3_OUTCOME_OK,     /* replied; go on with the next command */
+	POP3_OUTCOME_BAD,    /* replied -ERR to a bad command; counts towards max_bad_commands */
+	POP3_OUTCOME_WAIT,   /* waiting for the auth process; no more input until it answers */
+	POP3_OUTCOME_STREAM, /* a multi-line reply is being streamed */
+	POP3_OUTCOME_CLOSE,  /* replied; close once the reply is sent */
+};
+
+/* The multi-line reply in progress, produced in slices as the output buffer drains. */
+enum pop3_stream_kind {
+	POP3_STREAM_NONE,
+	POP3_STREAM_MESSAGE, /* RETR, TOP */
+	POP3_STREAM_LIST,
+	POP3_STREAM_UIDL,
+};
+
+struct pop3_session {
+	struct pop3_session *prev, *next; /* in the worker's list */
+	struct pop3_worker *worker;
+	struct bufferevent *bev;
+	struct sockaddr_storage peer;
+	char ip[64];
+	char id[24];
+	enum pop3_state state;
+	bool prelogin_counted; /* holds a slot in the per-IP pre-login limit */
+	bool discarding_line;  /* skipping the rest of an over-long line */
+	bool peer_gone;        /* the client closed: finish what it sent, write nothing */
+	bool closing;
+	const char *close_reason;
+	unsigned int bad_commands;
+	unsigned int commands;
+
+	char *user; /* from USER, until PASS */
+	char *login_user;
+	uint32_t auth_request;
+	struct event *delay_timer; /* failed-login delay */
+
+	struct store_mailbox *box;
+	bool *deleted;
+	bool *retrieved;
+	size_t deleted_count;
+	uint64_t deleted_size;
+	unsigned int retrieved_count;
+	uint64_t bytes_sent_at_login;
+
+	enum pop3_stream_kind stream;
+	size_t stream_pos; /* LIST/UIDL: next message index */
+	struct store_reader *reader;
+	struct dotstuff dotstuff;
+	size_t stream_index; /* RETR/TOP: which message */
+	bool stream_is_retr;
+};
+
+/* Takes over fd (an accepted connection) and sends the greeting. Returns NULL and closes fd if the
+ * connection is refused (limits). */
+struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
+					 const struct sockaddr *peer, int peer_len);
+
+/* Closes the connection without committing anything, logs reason, frees the session. */
+void pop3_session_destroy(struct pop3_session *session, const char *reason);
+
+/* Replies; text is one line without CRLF. */
+void pop3_reply_ok(struct pop3_session *session, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void pop3_reply_err(struct pop3_session *session, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Appends raw bytes to the output (for multi-line bodies). */
+void pop3_reply_raw(struct pop3_session *session, const char *data, size_t len);
+
+/* Dispatches one parsed command line (commands.c). */
+enum pop3_outcome pop3_command_run(struct pop3_session *session, const char *line);
+
+/* Continues the current multi-line reply until the output buffer is full enough or it ends
+ * (commands.c). Returns true when the reply is complete. */
+bool pop3_stream_continue(struct pop3_session *session);
+/* Abandons the current multi-line reply (connection going away). */
+void pop3_stream_abort(struct pop3_session *session);
+
+/* Ends the session once its output is flushed, from a deferred callback, so that the caller may
+ * keep using the session until it returns to the event loop. */
+void pop3_session_close_later(struct pop3_session *session, const char *reason);
+
+/* Called by commands.c when the auth process answers a PASS. */
+void pop3_session_resume(struct pop3_session *session, enum pop3_outcome outcome);
+
+/* The output buffer level above which the session stops producing and waits for the socket
+ * (back-pressure written once, as Dovecot's POP3_OUTBUF_THROTTLE_SIZE). */
+#define POP3_OUTPUT_THROTTLE (64 * 1024)
+
+#endif

@@ -1,0 +1,91 @@
+/* A POP3 worker process (see worker.h): its event loop, listeners, and orderly shutdown. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/auth_client.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "pop3/session.h"
+#include "pop3/worker.h"
+
+static void pop3_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
+			       struct sockaddr *addr, int addr_len, void *arg)
+{
+	(void)pop3_session_create(arg, fd, addr, addr_len);
+}
+
+static void pop3_worker_accept_error(struct evconnlistener *listener, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	/* EMFILE and friends pass; libevent retries on the next readiness */
+	log_error("accept_failed", "error=%s", log_quote(evutil_socket_error_to_string(err)));
+}
+
+static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
+{
+	struct pop3_worker *worker = arg;
+
+	log_info("worker_stopping", "signal=%d sessions=%u", (int)sig, worker->session_count);
+	/* stop accepting first, then drop sessions: nothing half-done is committed */
+	for (size_t i = 0; i < worker->listener_count; i++)
+		evconnlistener_disable(worker->listeners[i]);
+	while (worker->sessions != NULL)
+		pop3_session_destroy(worker->sessions, "shutdown");
+	event_base_loopbreak(worker->base);
+}
+
+int pop3_worker_main(const struct buzon_config *config, unsigned int index, const int *listen_fds,
+		     size_t listen_count, int auth_fd, struct ip_limit *ip_limit)
+{
+	struct pop3_worker worker = {.index = index, .config = config, .ip_limit = ip_limit};
+	struct event_config *event_config = event_config_new();
+
+	/* one thread per loop: no locks needed inside libevent */
+	event_config_set_flag(event_config, EVENT_BASE_FLAG_NOLOCK);
+	worker.base = event_base_new_with_config(event_config);
+	event_config_free(event_config);
+	if (worker.base == NULL)
+		fatal("event_base_new failed");
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	worker.implementation = xasprintf("buzon %s", BUZON_VERSION);
+	worker.auth = auth_client_create(worker.base, auth_fd);
+
+	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
+	struct event *sigint = evsignal_new(worker.base, SIGINT, pop3_worker_stop, &worker);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+
+	worker.listeners = xcalloc(listen_count, sizeof(*worker.listeners));
+	for (size_t i = 0; i < listen_count; i++) {
+		worker.listeners[i] = evconnlistener_new(worker.base, pop3_worker_accept, &worker,
+							 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+							 0, listen_fds[i]);
+		if (worker.listeners[i] == NULL)
+			fatal("evconnlistener_new failed");
+		evconnlistener_set_error_cb(worker.listeners[i], pop3_worker_accept_error);
+		worker.listener_count++;
+	}
+	log_info("worker_started", "listeners=%zu", listen_count);
+
+	event_base_dispatch(worker.base);
+
+	while (worker.sessions != NULL)
+		pop3_session_destroy(worker.sessions, "shutdown");
+	for (size_t i = 0; i < worker.listener_count; i++)
+		evconnlistener_free(worker.listeners[i]);
+	free(worker.listeners);
+	auth_client_destroy(&worker.auth);
+	event_free(sigterm);
+	event_free(sigint);
+	event_base_free(worker.base);
+	free(worker.implementation);
+	log_info("worker_stopped", "%s", "");
+	return 0;
+}

@@ -1,0 +1,35 @@
+/* A POP3 worker process: one libevent loop that accepts on its own SO_REUSEPORT listeners and runs
+ * the sessions of the connections the kernel hands it. */
+#ifndef BUZON_POP3_WORKER_H
+#define BUZON_POP3_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+struct event_base;
+struct auth_client;
+struct ip_limit;
+struct pop3_session;
+
+struct pop3_worker {
+	unsigned int index;
+	const struct buzon_config *config;
+	struct event_base *base;
+	struct auth_client *auth;
+	struct ip_limit *ip_limit;
+	struct evconnlistener **listeners;
+	size_t listener_count;
+	struct pop3_session *sessions; /* every live session, for shutdown */
+	unsigned int session_count;
+	uint64_t next_session_number;
+	char *implementation; /* CAPA IMPLEMENTATION text */
+};
+
+/* Runs the worker until SIGTERM/SIGINT, then drops every session without committing. Takes
+ * ownership of listen_fds (already listening) and auth_fd. Returns the process exit status. */
+int pop3_worker_main(const struct buzon_config *config, unsigned int index, const int *listen_fds,
+		     size_t listen_count, int auth_fd, struct ip_limit *ip_limit);
+
+#endif

@@ -1,0 +1,958 @@
+/* The Maildir mailbox backend: the maildrop lock, a snapshot of cur/ with persistent UIDs from
+ * buzon-uidlist, streaming reads, and the QUIT-time commit (unlink deleted, rename to add Seen).
+ *
+ * On disk, under the mailbox directory:
+ *   new/, cur/, tmp/   standard Maildir. Delivery writes tmp/ then renames into new/; open() moves
+ *                      new/X to cur/X:2, and never looks in tmp/ (files there are incomplete).
+ *   buzon-lock         an empty file (0600) held with flock(LOCK_EX) while a session is open.
+ *   buzon-uidlist      the UID index, format in uidlist.c, keyed by base name (the name up to
+ *                      ':'), which stays the same when flags after ":2," change.
+ * Message file names in cur/ may carry ",S=<file size>" and ",W=<size with CRLF line ends>" in the
+ * base name (written by our delivery and by Dovecot); W= is believed only when S= matches the
+ * file, and otherwise the size is counted once and cached in the index. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "store/store.h"
+#include "store/uidlist.h"
+
+#define MAILDIR_LOCK_NAME "buzon-lock"
+
+/* Mailbox directories hold private mail: only the owner may enter them. */
+#define MAILDIR_DIR_MODE 0700
+
+/* Reading a message to count its bare LFs is sequential I/O; 64 KiB is large enough that syscall
+ * overhead vanishes and small enough for the stack of any worker thread. */
+#define MAILDIR_COUNT_CHUNK 65536
+
+/* One message of the snapshot, parallel to store_mailbox.messages. */
+struct maildir_file {
+	char *name;      /* current name in cur/; changes when flags are renamed */
+	size_t base_len; /* length of the base name: the part of name before ':' */
+};
+
+struct maildir_mailbox {
+	struct store_mailbox box; /* first, so that store_mailbox pointers convert back */
+	char *path;
+	char *cur_path;
+	char *index_path;
+	int cur_fd;
+	int lock_fd;
+	struct uidlist *uidlist;
+	struct maildir_file *files; /* box.count of them, in box.messages order */
+	size_t *by_name;            /* indexes into files sorted by base name; built on first use */
+};
+
+/* The maildir backend's reader; other backends define their own struct store_reader. */
+struct store_reader {
+	int fd;
+};
+
+/* A message found while building the snapshot. */
+struct maildir_found {
+	char *name;
+	size_t base_len;
+	uint32_t uid;
+	uint64_t size;      /* as RETR sends it */
+	uint64_t file_size; /* octets on disk, as far as the name, the index or stat() tell */
+};
+
+/* What the snapshot scan learned, and whether the index must be written. */
+struct maildir_scan {
+	struct maildir_found *found;
+	size_t count;
+	bool index_changed;  /* save the index if possible */
+	bool uids_assigned;  /* new UIDs handed out: the index must be saved before they are shown */
+};
+
+static const char *maildir_name_info(const char *name)
+{
+	return strchr(name, ':');
+}
+
+static size_t maildir_name_base_len(const char *name)
+{
+	const char *info = maildir_name_info(name);
+
+	return info == NULL ? strlen(name) : (size_t)(info - name);
+}
+
+/* A name our delivery or another Maildir writer could have made. Dot files are editor and tool
+ * leftovers, and names with control bytes or spaces cannot be written to the index. */
+static bool maildir_name_plausible(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (name[0] == '.' || len > UIDLIST_BASENAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c <= ' ' || c == 0x7f || c == '/')
+			return false;
+	}
+	return maildir_name_base_len(name) > 0;
+}
+
+/* Finds ",<key>=<digits>" in the base name, ending at ',' or the end of the base name. */
+static bool maildir_name_get_size(const char *name, size_t base_len, char key, uint64_t *size_r)
+{
+	for (size_t i = 0; i + 3 <= base_len; i++) {
+		if (name[i] != ',' || name[i + 1] != key || name[i + 2] != '=')
+			continue;
+		uint64_t value = 0;
+		size_t j = i + 3;
+		for (; j < base_len && name[j] >= '0' && name[j] <= '9'; j++) {
+			if (value > (UINT64_MAX - 10) / 10)
+				return false; /* no real size; also keeps clear of UIDLIST_SIZE_UNKNOWN */
+			value = value * 10 + (uint64_t)(name[j] - '0');
+		}
+		if (j == i + 3 || (j < base_len && name[j] != ','))
+			return false;
+		*size_r = value;
+		return true;
+	}
+	return false;
+}
+
+static enum store_error maildir_errno_kind(int err)
+{
+	switch (err) {
+	case EACCES:
+	case EPERM:
+	case ELOOP:
+	case ENOTDIR:
+	case EROFS:
+	case EINVAL:
+		return STORE_ERROR_PERM;
+	default:
+		return STORE_ERROR_TEMP;
+	}
+}
+
+/* Fills *kind_r and *error_r from errno for a failed call on what. Returns -1. */
+static int maildir_fail_errno(const char *call, const char *what, enum store_error *kind_r,
+			      char **error_r)
+{
+	int err = errno;
+
+	*kind_r = maildir_errno_kind(err);
+	*error_r = xasprintf("%s(%s): %s", call, what, strerror(err));
+	return -1;
+}
+
+/* ---- the snapshot's file list ---- */
+
+static int maildir_cmp_base(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+	int ret = memcmp(a, b, a_len < b_len ? a_len : b_len);
+
+	if (ret != 0)
+		return ret;
+	return a_len < b_len ? -1 : a_len > b_len;
+}
+
+/* Orders by base name, then whole name, so that duplicates of a base name are adjacent. */
+static int maildir_cmp_found(const void *a, const void *b)
+{
+	const struct maildir_found *x = a, *y = b;
+	int ret = maildir_cmp_base(x->name, x->base_len, y->name, y->base_len);
+
+	return ret != 0 ? ret : strcmp(x->name, y->name);
+}
+
+static int maildir_cmp_found_uid(const void *a, const void *b)
+{
+	const struct maildir_found *x = a, *y = b;
+
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* Whether a directory entry may be a message file: d_type is only a hint (DT_UNKNOWN on some
+ * filesystems), so unknown types pass and reads check with fstat() later. */
+static bool maildir_dirent_usable(const struct dirent *d)
+{
+	if (d->d_type != DT_REG && d->d_type != DT_UNKNOWN)
+		return false;
+	return maildir_name_plausible(d->d_name);
+}
+
+static void maildir_scan_push(struct maildir_scan *scan, size_t *alloc, const char *name)
+{
+	if (scan->count == *alloc) {
+		*alloc = *alloc == 0 ? 256 : *alloc * 2;
+		scan->found = xrealloc(scan->found, *alloc * sizeof(scan->found[0]));
+	}
+	struct maildir_found *found = &scan->found[scan->count++];
+	found->name = xstrdup(name);
+	found->base_len = maildir_name_base_len(name);
+	found->uid = 0;
+	found->size = 0;
+	found->file_size = 0;
+}
+
+/* Lists the plausible message names in cur/ into scan->found. */
+static int maildir_cur_list(struct maildir_mailbox *mbox, struct maildir_scan *scan,
+			    enum store_error *kind_r, char **error_r)
+{
+	DIR *dir = opendir(mbox->cur_path);
+	size_t alloc = 0;
+	struct dirent *d;
+
+	if (dir == NULL)
+		return maildir_fail_errno("opendir", mbox->cur_path, kind_r, error_r);
+	for (errno = 0; (d = readdir(dir)) != NULL; errno = 0) {
+		if (maildir_dirent_usable(d))
+			maildir_scan_push(scan, &alloc, d->d_name);
+	}
+	if (errno != 0) {
+		maildir_fail_errno("readdir", mbox->cur_path, kind_r, error_r);
+		closedir(dir);
+		return -1;
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* Two files with one base name cannot share a UID. The first (by full name) keeps it; the others
+ * stay on disk untouched and out of the snapshot, for the administrator, rather than being
+ * deleted or given a UID that would later move between them. */
+static void maildir_scan_drop_duplicates(struct maildir_mailbox *mbox, struct maildir_scan *scan)
+{
+	size_t out = 0;
+
+	qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found);
+	for (size_t i = 0; i < scan->count; i++) {
+		struct maildir_found *f = &scan->found[i];
+		if (out > 0 && maildir_cmp_base(scan->found[out - 1].name, scan->found[out - 1].base_len,
+						f->name, f->base_len) == 0) {
+			log_warn("maildir_duplicate", "path=%s file=%s", log_quote(mbox->cur_path),
+				 log_quote(f->name));
+			free(f->name);
+			continue;
+		}
+		scan->found[out++] = *f;
+	}
+	scan->count = out;
+}
+
+/* ---- sizes ---- */
+
+/* Counts the octets of the open file and its LFs not preceded by CR. */
+static int maildir_count_fd(int fd, uint64_t *file_size_r, uint64_t *crlf_size_r)
+{
+	char buf[MAILDIR_COUNT_CHUNK];
+	uint64_t octets = 0, bare_lf = 0;
+	bool prev_cr = false;
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' && !prev_cr)
+				bare_lf++;
+			prev_cr = buf[i] == '\r';
+		}
+		octets += (uint64_t)n;
+	}
+	*file_size_r = octets;
+	*crlf_size_r = octets + bare_lf;
+	return 0;
+}
+
+/* Opens a message in cur/ for reading. O_NOFOLLOW because a symlink could point at another
+ * user's mail; O_NONBLOCK so that a FIFO planted in cur/ cannot hang the worker. Returns -1 with
+ * errno set (EINVAL for something that is not a regular file). */
+static int maildir_file_open(struct maildir_mailbox *mbox, const char *name)
+{
+	struct stat st;
+	int fd = openat(mbox->cur_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	return fd;
+}
+
+static int maildir_size_count(struct maildir_mailbox *mbox, const char *name,
+			      uint64_t *file_size_r, uint64_t *crlf_size_r)
+{
+	int fd = maildir_file_open(mbox, name);
+
+	if (fd < 0)
+		return -1;
+	int ret = maildir_count_fd(fd, file_size_r, crlf_size_r);
+	int err = errno;
+	close(fd);
+	errno = err;
+	return ret;
+}
+
+static bool maildir_cache_usable(const struct uidlist_entry *cached, uint64_t file_size)
+{
+	return cached != NULL && cached->crlf_size != UIDLIST_SIZE_UNKNOWN &&
+	       cached->file_size == file_size;
+}
+
+/* Finds the RETR size of a message, touching the disk as little as possible: a cached size for
+ * the S= in the name needs no syscall; W= is believed only after stat() confirms S=; otherwise a
+ * cached size for the stat() size, and as a last resort reading the file. *cache_stale_r tells
+ * whether the cache needs updating. Fills f->size and f->file_size; returns -1 with errno set. */
+static int maildir_size_find(struct maildir_mailbox *mbox, struct maildir_found *f,
+			     const struct uidlist_entry *cached, bool *cache_stale_r)
+{
+	uint64_t s_size, w_size;
+	bool has_s = maildir_name_get_size(f->name, f->base_len, 'S', &s_size);
+	bool has_w = maildir_name_get_size(f->name, f->base_len, 'W', &w_size);
+	struct stat st;
+
+	*cache_stale_r = false;
+	if (has_s && maildir_cache_usable(cached, s_size)) {
+		f->size = cached->crlf_size;
+		f->file_size = s_size;
+		return 0;
+	}
+	if (fstatat(mbox->cur_fd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		return -1;
+	}
+	f->file_size = (uint64_t)st.st_size;
+	if (maildir_cache_usable(cached, f->file_size)) {
+		f->size = cached->crlf_size;
+		return 0;
+	}
+	*cache_stale_r = true;
+	if (has_s && has_w && s_size == f->file_size) {
+		f->size = w_size;
+		return 0;
+	}
+	return maildir_size_count(mbox, f->name, &f->file_size, &f->size);
+}
+
+/* ---- building the snapshot ---- */
+
+/* Sizes one listed file and matches it with the index. Returns false if it is left out of the
+ * snapshot (it vanished or cannot be read); its index entry, if any, is kept, because a file that
+ * vanished was most likely renamed by another Maildir tool and keeps its base name. */
+static bool maildir_scan_one(struct maildir_mailbox *mbox, struct maildir_scan *scan,
+			     struct maildir_found *f)
+{
+	struct uidlist_entry *entry = uidlist_lookup(mbox->uidlist, f->name, f->base_len);
+	bool cache_stale;
+
+	if (entry != NULL)
+		entry->present = true;
+	if (maildir_size_find(mbox, f, entry, &cache_stale) < 0) {
+		if (errno != ENOENT)
+			log_warn("maildir_unreadable", "path=%s file=%s error=%s",
+				 log_quote(mbox->cur_path), log_quote(f->name),
+				 log_quote(strerror(errno)));
+		return false;
+	}
+	if (entry == NULL)
+		return true; /* new: its UID is assigned in name order afterwards */
+	f->uid = entry->uid;
+	if (cache_stale) {
+		entry->crlf_size = f->size;
+		entry->file_size = f->file_size;
+		scan->index_changed = true;
+	}
+	return true;
+}
+
+/* Gives each new message (uid 0) the next UID, in name order: for standard Maildir names that is
+ * delivery order, and it is the same order if this open has to be repeated. */
+static int maildir_scan_assign_uids(struct maildir_mailbox *mbox, struct maildir_scan *scan,
+				    enum store_error *kind_r, char **error_r)
+{
+	for (size_t i = 0; i < scan->count; i++) {
+		struct maildir_found *f = &scan->found[i];
+		if (f->uid != 0)
+			continue;
+		if (uidlist_add(mbox->uidlist, f->name, f->base_len, f->size, f->file_size,
+				&f->uid) < 0) {
+			*kind_r = STORE_ERROR_PERM;
+			*error_r = xasprintf("%s: UID space exhausted", mbox->index_path);
+			return -1;
+		}
+		scan->index_changed = true;
+		scan->uids_assigned = true;
+	}
+	return 0;
+}
+
+/* Sizes every listed file and drops the ones that cannot be used. */
+static void maildir_scan_size_all(struct maildir_mailbox *mbox, struct maildir_scan *scan)
+{
+	size_t out = 0;
+
+	uidlist_mark_all(mbox->uidlist, false);
+	for (size_t i = 0; i < scan->count; i++) {
+		struct maildir_found *f = &scan->found[i];
+		if (!maildir_scan_one(mbox, scan, f)) {
+			free(f->name);
+			continue;
+		}
+		scan->found[out++] = *f;
+	}
+	scan->count = out;
+}
+
+/* Moves the scan into the mailbox: messages and files in ascending UID order. */
+static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_scan *scan)
+{
+	struct store_mailbox *box = &mbox->box;
+	uint32_t uidvalidity = mbox->uidlist->uidvalidity;
+
+	qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found_uid);
+	box->count = scan->count;
+	box->messages = xcalloc(scan->count, sizeof(box->messages[0]));
+	mbox->files = xcalloc(scan->count, sizeof(mbox->files[0]));
+	box->total_size = 0;
+	for (size_t i = 0; i < scan->count; i++) {
+		struct store_message *msg = &box->messages[i];
+		msg->uid = scan->found[i].uid;
+		msg->size = scan->found[i].size;
+		snprintf(msg->uidl, sizeof(msg->uidl), "%08lx%08lx", (unsigned long)msg->uid,
+			 (unsigned long)uidvalidity);
+		box->total_size += msg->size;
+		mbox->files[i].name = scan->found[i].name;
+		mbox->files[i].base_len = scan->found[i].base_len;
+	}
+	x_free(&scan->found);
+	scan->count = 0;
+}
+
+/* Saves the index when it changed. Failing to save only matters when new UIDs were handed out:
+ * showing them unsaved could give the same UIDL to a different message next time. */
+static int maildir_scan_save(struct maildir_mailbox *mbox, const struct maildir_scan *scan,
+			     enum store_error *kind_r, char **error_r)
+{
+	char *error;
+
+	if (!scan->index_changed)
+		return 0;
+	if (uidlist_save(mbox->uidlist, mbox->index_path, &error) == 0)
+		return 0;
+	if (scan->uids_assigned) {
+		*kind_r = STORE_ERROR_TEMP;
+		*error_r = error;
+		return -1;
+	}
+	log_warn("maildir_index_save_failed", "error=%s", log_quote(error));
+	free(error);
+	return 0;
+}
+
+static int maildir_snapshot_build(struct maildir_mailbox *mbox, bool index_changed,
+				  enum store_error *kind_r, char **error_r)
+{
+	struct maildir_scan scan = {.index_changed = index_changed};
+	int ret = -1;
+
+	if (maildir_cur_list(mbox, &scan, kind_r, error_r) < 0)
+		goto out;
+	maildir_scan_drop_duplicates(mbox, &scan);
+	maildir_scan_size_all(mbox, &scan);
+	if (maildir_scan_assign_uids(mbox, &scan, kind_r, error_r) < 0)
+		goto out;
+	if (uidlist_sweep(mbox->uidlist) > 0)
+		scan.index_changed = true;
+	if (maildir_scan_save(mbox, &scan, kind_r, error_r) < 0)
+		goto out;
+	maildir_snapshot_fill(mbox, &scan);
+	ret = 0;
+out:
+	for (size_t i = 0; i < scan.count; i++)
+		free(scan.found[i].name);
+	free(scan.found);
+	return ret;
+}
+
+/* ---- new/ to cur/ ---- */
+
+/* Moves new/name to cur/name:2, without replacing an existing file: two messages with one name
+ * must both survive. RENAME_NOREPLACE is not supported by every filesystem; there the check
+ * before rename() is racy only against tools that ignore our lock. */
+static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_path,
+				const char *name)
+{
+	char *src = xasprintf("%s/%s", new_path, name);
+	char *dst = maildir_name_info(name) != NULL ? xasprintf("%s/%s", mbox->cur_path, name)
+						    : xasprintf("%s/%s:2,", mbox->cur_path, name);
+	int ret = renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE);
+
+	if (ret < 0 && errno == EINVAL) {
+		if (access(dst, F_OK) == 0)
+			errno = EEXIST;
+		else
+			ret = rename(src, dst);
+	}
+	if (ret < 0 && errno != ENOENT)
+		log_warn("maildir_move_failed", "from=%s to=%s error=%s", log_quote(src),
+			 log_quote(dst), log_quote(strerror(errno)));
+	free(src);
+	free(dst);
+	return ret;
+}
+
+static int maildir_new_move_all(struct maildir_mailbox *mbox, enum store_error *kind_r,
+				char **error_r)
+{
+	char *new_path = xasprintf("%s/new", mbox->path);
+	DIR *dir = opendir(new_path);
+	struct dirent *d;
+	int ret = 0;
+
+	if (dir == NULL) {
+		maildir_fail_errno("opendir", new_path, kind_r, error_r);
+		free(new_path);
+		return -1;
+	}
+	for (errno = 0; (d = readdir(dir)) != NULL; errno = 0) {
+		if (maildir_dirent_usable(d))
+			(void)maildir_new_move_one(mbox, new_path, d->d_name);
+	}
+	if (errno != 0)
+		ret = maildir_fail_errno("readdir", new_path, kind_r, error_r);
+	closedir(dir);
+	free(new_path);
+	return ret;
+}
+
+/* ---- open and close ---- */
+
+static int maildir_mkdir(const char *path, enum store_error *kind_r, char **error_r)
+{
+	if (mkdir(path, MAILDIR_DIR_MODE) == 0 || errno == EEXIST)
+		return 0;
+	if (errno == ENOENT && mkdir_parents(path, MAILDIR_DIR_MODE) == 0)
+		return 0;
+	return maildir_fail_errno("mkdir", path, kind_r, error_r);
+}
+
+/* A missing maildrop is an empty one: create it (and any missing part) on the spot. */
+static int maildir_dirs_create(struct maildir_mailbox *mbox, enum store_error *kind_r,
+			       char **error_r)
+{
+	static const char *const subdirs[] = {"cur", "new", "tmp"};
+
+	if (maildir_mkdir(mbox->path, kind_r, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(subdirs); i++) {
+		char *sub = xasprintf("%s/%s", mbox->path, subdirs[i]);
+		int ret = maildir_mkdir(sub, kind_r, error_r);
+		free(sub);
+		if (ret < 0)
+			return -1;
+	}
+	mbox->cur_fd = open(mbox->cur_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mbox->cur_fd < 0)
+		return maildir_fail_errno("open", mbox->cur_path, kind_r, error_r);
+	return 0;
+}
+
+/* flock() locks belong to the open file description, not the process: a second session in the
+ * same worker conflicts just like one in another process. The kernel drops the lock when the last
+ * descriptor closes, including when its process dies, so a stale lock cannot outlive a crash and
+ * needs no detection or clearing of its own. */
+static int maildir_lock(struct maildir_mailbox *mbox, enum store_error *kind_r, char **error_r)
+{
+	char *lock_path = xasprintf("%s/%s", mbox->path, MAILDIR_LOCK_NAME);
+	int ret = 0;
+
+	mbox->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (mbox->lock_fd < 0) {
+		ret = maildir_fail_errno("open", lock_path, kind_r, error_r);
+	} else if (flock(mbox->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			*kind_r = STORE_ERROR_IN_USE;
+			*error_r = xasprintf("%s: mailbox is locked by another session", mbox->path);
+			ret = -1;
+		} else {
+			ret = maildir_fail_errno("flock", lock_path, kind_r, error_r);
+		}
+	}
+	free(lock_path);
+	return ret;
+}
+
+/* Loads the index; returns 1 if it has to be written back (new or damaged), 0 if not, -1. */
+static int maildir_index_load(struct maildir_mailbox *mbox, enum store_error *kind_r,
+			      char **error_r)
+{
+	bool damaged;
+	int ret = uidlist_load(mbox->index_path, &mbox->uidlist, &damaged, error_r);
+
+	if (ret < 0) {
+		*kind_r = maildir_errno_kind(errno);
+		return -1;
+	}
+	if (damaged)
+		log_warn("maildir_index_damaged", "path=%s uidvalidity=%lu next_uid=%llu",
+			 log_quote(mbox->index_path), (unsigned long)mbox->uidlist->uidvalidity,
+			 (unsigned long long)mbox->uidlist->next_uid);
+	return ret == 0 || damaged ? 1 : 0;
+}
+
+static struct maildir_mailbox *maildir_mailbox_new(const char *path)
+{
+	struct maildir_mailbox *mbox = xcalloc(1, sizeof(*mbox));
+
+	mbox->box.backend = &store_backend_maildir;
+	mbox->path = xstrdup(path);
+	mbox->cur_path = xasprintf("%s/cur", path);
+	mbox->index_path = xasprintf("%s/%s", path, UIDLIST_FILE_NAME);
+	mbox->cur_fd = -1;
+	mbox->lock_fd = -1;
+	return mbox;
+}
+
+static void maildir_mailbox_free(struct maildir_mailbox **mboxp)
+{
+	struct maildir_mailbox *mbox = *mboxp;
+
+	if (mbox == NULL)
+		return;
+	for (size_t i = 0; i < mbox->box.count; i++)
+		free(mbox->files[i].name);
+	free(mbox->files);
+	free(mbox->box.messages);
+	free(mbox->by_name);
+	uidlist_free(&mbox->uidlist);
+	if (mbox->cur_fd >= 0)
+		close(mbox->cur_fd);
+	if (mbox->lock_fd >= 0)
+		close(mbox->lock_fd); /* releases the flock */
+	free(mbox->path);
+	free(mbox->cur_path);
+	free(mbox->index_path);
+	x_free(mboxp);
+}
+
+static int maildir_open(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
+			char **error_r)
+{
+	struct maildir_mailbox *mbox;
+	int changed = 0;
+
+	if (path[0] == '\0') {
+		*kind_r = STORE_ERROR_PERM;
+		*error_r = xstrdup("maildir: empty mailbox path");
+		return -1;
+	}
+	mbox = maildir_mailbox_new(path);
+	if (maildir_dirs_create(mbox, kind_r, error_r) < 0 ||
+	    maildir_lock(mbox, kind_r, error_r) < 0 ||
+	    (changed = maildir_index_load(mbox, kind_r, error_r)) < 0 ||
+	    maildir_new_move_all(mbox, kind_r, error_r) < 0 ||
+	    maildir_snapshot_build(mbox, changed > 0, kind_r, error_r) < 0) {
+		maildir_mailbox_free(&mbox);
+		return -1;
+	}
+	*box_r = &mbox->box;
+	return 0;
+}
+
+static void maildir_close(struct store_mailbox **box)
+{
+	struct maildir_mailbox *mbox = (struct maildir_mailbox *)*box;
+
+	maildir_mailbox_free(&mbox);
+	*box = NULL;
+}
+
+/* ---- finding messages renamed behind our back ---- */
+
+static int maildir_cmp_by_name(const void *a, const void *b, void *context)
+{
+	const struct maildir_file *files = context;
+	const struct maildir_file *x = &files[*(const size_t *)a];
+	const struct maildir_file *y = &files[*(const size_t *)b];
+
+	return maildir_cmp_base(x->name, x->base_len, y->name, y->base_len);
+}
+
+/* Returns the snapshot index of the message with this base name, or -1. */
+static ssize_t maildir_find_base(struct maildir_mailbox *mbox, const char *name, size_t base_len)
+{
+	size_t lo = 0, hi = mbox->box.count;
+
+	if (mbox->by_name == NULL) {
+		mbox->by_name = xcalloc(mbox->box.count, sizeof(mbox->by_name[0]));
+		for (size_t i = 0; i < mbox->box.count; i++)
+			mbox->by_name[i] = i;
+		qsort_r(mbox->by_name, mbox->box.count, sizeof(mbox->by_name[0]),
+			maildir_cmp_by_name, mbox->files);
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct maildir_file *f = &mbox->files[mbox->by_name[mid]];
+		int ret = maildir_cmp_base(name, base_len, f->name, f->base_len);
+		if (ret == 0)
+			return (ssize_t)mbox->by_name[mid];
+		if (ret < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+/* Another Maildir client (a webmail, mutt) may have renamed a message to change its flags while
+ * we held the snapshot; the base name stays, so one pass over cur/ finds every new name. */
+static int maildir_names_rescan(struct maildir_mailbox *mbox)
+{
+	DIR *dir = opendir(mbox->cur_path);
+	struct dirent *d;
+
+	if (dir == NULL)
+		return -1;
+	for (errno = 0; (d = readdir(dir)) != NULL; errno = 0) {
+		if (!maildir_dirent_usable(d))
+			continue;
+		size_t base_len = maildir_name_base_len(d->d_name);
+		ssize_t i = maildir_find_base(mbox, d->d_name, base_len);
+		if (i >= 0 && strcmp(mbox->files[i].name, d->d_name) != 0) {
+			free(mbox->files[i].name);
+			mbox->files[i].name = xstrdup(d->d_name);
+		}
+	}
+	int ret = errno != 0 ? -1 : 0;
+	closedir(dir);
+	return ret;
+}
+
+/* ---- reading ---- */
+
+static struct store_reader *maildir_read_open(struct store_mailbox *box, size_t index,
+					      enum store_error *kind_r, char **error_r)
+{
+	struct maildir_mailbox *mbox = (struct maildir_mailbox *)box;
+	struct store_reader *reader;
+	int fd;
+
+	if (index >= box->count)
+		fatal("maildir_read_open: index %zu out of range", index);
+	fd = maildir_file_open(mbox, mbox->files[index].name);
+	if (fd < 0 && errno == ENOENT && maildir_names_rescan(mbox) == 0)
+		fd = maildir_file_open(mbox, mbox->files[index].name);
+	if (fd < 0) {
+		int err = errno;
+		*kind_r = err == ENOENT ? STORE_ERROR_TEMP : maildir_errno_kind(err);
+		*error_r = xasprintf("open(%s/%s): %s", mbox->cur_path, mbox->files[index].name,
+				     strerror(err));
+		return NULL;
+	}
+	reader = xmalloc(sizeof(*reader));
+	reader->fd = fd;
+	return reader;
+}
+
+static ssize_t maildir_read(struct store_reader *reader, void *buf, size_t len)
+{
+	ssize_t n;
+
+	do {
+		n = read(reader->fd, buf, len);
+	} while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static void maildir_read_close(struct store_reader **reader)
+{
+	if (*reader == NULL)
+		return;
+	close((*reader)->fd);
+	x_free(reader);
+}
+
+/* ---- commit ---- */
+
+/* Failures of one commit: the first is reported, all are logged, and the commit goes on. */
+struct maildir_commit {
+	struct maildir_mailbox *mbox;
+	bool rescanned;
+	size_t failures;
+	char *first_error;
+	bool *unlinked; /* per message: its file is gone */
+};
+
+static void maildir_commit_fail(struct maildir_commit *commit, const char *call, const char *name)
+{
+	char *error = xasprintf("%s(%s/%s): %s", call, commit->mbox->cur_path, name,
+				strerror(errno));
+
+	log_warn("maildir_commit_failed", "error=%s", log_quote(error));
+	if (commit->failures++ == 0)
+		commit->first_error = error;
+	else
+		free(error);
+}
+
+/* Runs op (unlink or a rename) on message i; on ENOENT, looks for the message under a new name
+ * once per commit and retries. Returns 0, or -1 with errno set. */
+static int maildir_commit_retry(struct maildir_commit *commit, size_t i,
+				int (*op)(struct maildir_commit *, size_t))
+{
+	if (op(commit, i) == 0)
+		return 0;
+	if (errno != ENOENT || commit->rescanned)
+		return -1;
+	commit->rescanned = true;
+	if (maildir_names_rescan(commit->mbox) < 0) {
+		errno = ENOENT; /* report the message as missing, not the rescan's trouble */
+		return -1;
+	}
+	return op(commit, i);
+}
+
+static int maildir_op_unlink(struct maildir_commit *commit, size_t i)
+{
+	return unlinkat(commit->mbox->cur_fd, commit->mbox->files[i].name, 0);
+}
+
+/* Inserts flag into the ":2," info of name, keeping flags sorted and unique. Returns the new
+ * name, or NULL if name needs no change (flag present, or info other than ":2,"). */
+static char *maildir_name_add_flag(const char *name, char flag)
+{
+	const char *info = maildir_name_info(name);
+
+	if (info == NULL)
+		return xasprintf("%s:2,%c", name, flag);
+	if (strncmp(info, ":2,", 3) != 0 || strchr(info + 3, flag) != NULL)
+		return NULL;
+	const char *pos = info + 3;
+	while (*pos != '\0' && (unsigned char)*pos < (unsigned char)flag)
+		pos++;
+	return xasprintf("%.*s%c%s", (int)(pos - name), name, flag, pos);
+}
+
+static int maildir_op_mark_seen(struct maildir_commit *commit, size_t i)
+{
+	struct maildir_file *f = &commit->mbox->files[i];
+	char *new_name = maildir_name_add_flag(f->name, 'S');
+
+	if (new_name == NULL)
+		return 0;
+	if (renameat(commit->mbox->cur_fd, f->name, commit->mbox->cur_fd, new_name) < 0) {
+		free(new_name);
+		return -1;
+	}
+	free(f->name);
+	f->name = new_name;
+	return 0;
+}
+
+static void maildir_commit_deletes(struct maildir_commit *commit, const bool *deleted)
+{
+	for (size_t i = 0; i < commit->mbox->box.count; i++) {
+		if (!deleted[i])
+			continue;
+		if (maildir_commit_retry(commit, i, maildir_op_unlink) == 0 || errno == ENOENT)
+			commit->unlinked[i] = true;
+		else
+			maildir_commit_fail(commit, "unlink", commit->mbox->files[i].name);
+	}
+}
+
+static void maildir_commit_seen(struct maildir_commit *commit, const struct store_changes *changes)
+{
+	for (size_t i = 0; i < commit->mbox->box.count; i++) {
+		if (commit->unlinked[i] || (changes->deleted != NULL && changes->deleted[i]) ||
+		    !changes->retrieved[i])
+			continue;
+		if (maildir_commit_retry(commit, i, maildir_op_mark_seen) < 0)
+			maildir_commit_fail(commit, "rename", commit->mbox->files[i].name);
+	}
+}
+
+/* Drops the deleted messages from the index; next_uid stays, so their UIDs are never reused. */
+static void maildir_commit_index(struct maildir_commit *commit, size_t unlinked)
+{
+	struct maildir_mailbox *mbox = commit->mbox;
+	char *error;
+
+	if (unlinked == 0)
+		return;
+	uidlist_mark_all(mbox->uidlist, true);
+	for (size_t i = 0; i < mbox->box.count; i++) {
+		if (!commit->unlinked[i])
+			continue;
+		struct uidlist_entry *entry =
+			uidlist_lookup(mbox->uidlist, mbox->files[i].name, mbox->files[i].base_len);
+		if (entry != NULL)
+			entry->present = false;
+	}
+	uidlist_sweep(mbox->uidlist);
+	if (uidlist_save(mbox->uidlist, mbox->index_path, &error) < 0) {
+		log_warn("maildir_commit_failed", "error=%s", log_quote(error));
+		if (commit->failures++ == 0)
+			commit->first_error = error;
+		else
+			free(error);
+	}
+}
+
+static int maildir_commit_run(struct store_mailbox *box, const struct store_changes *changes,
+			      enum store_error *kind_r, char **error_r)
+{
+	struct maildir_commit commit = {.mbox = (struct maildir_mailbox *)box};
+	size_t unlinked = 0;
+
+	commit.unlinked = xcalloc(box->count, sizeof(commit.unlinked[0]));
+	if (changes->deleted != NULL)
+		maildir_commit_deletes(&commit, changes->deleted);
+	if (changes->mark_seen && changes->retrieved != NULL)
+		maildir_commit_seen(&commit, changes);
+	if (fsync(commit.mbox->cur_fd) < 0)
+		maildir_commit_fail(&commit, "fsync", ".");
+	for (size_t i = 0; i < box->count; i++)
+		unlinked += commit.unlinked[i] ? 1 : 0;
+	maildir_commit_index(&commit, unlinked);
+	free(commit.unlinked);
+	if (commit.failures == 0)
+		return 0;
+	*kind_r = STORE_ERROR_TEMP;
+	*error_r = commit.failures == 1 ? commit.first_error
+					: xasprintf("%s (and %zu more failures)", commit.first_error,
+						    commit.failures - 1);
+	if (commit.failures > 1)
+		free(commit.first_error);
+	return -1;
+}
+
+const struct store_backend store_backend_maildir = {
+	.name = "maildir",
+	.open = maildir_open,
+	.read_open = maildir_read_open,
+	.read = maildir_read,
+	.read_close = maildir_read_close,
+	.commit = maildir_commit_run,
+	.close = maildir_close,
+};
