@@ -30,7 +30,7 @@
 /* One line of the raw text. */
 struct passwd_line {
 	const char *start;
-	size_t len;     /* without the line end and a CR before it */
+	size_t len;	/* without the line end and a CR before it */
 	size_t end_len; /* bytes after the content up to the next line: 0, 1 or 2 */
 	unsigned int number;
 };
@@ -133,7 +133,8 @@ static int passwd_line_parse(const struct passwd_line *line, struct passwd_field
 
 static bool passwd_fields_user_is(const struct passwd_fields *fields, const char *user)
 {
-	return fields->user_len == strlen(user) && memcmp(fields->user, user, fields->user_len) == 0;
+	return fields->user_len == strlen(user) &&
+	       memcmp(fields->user, user, fields->user_len) == 0;
 }
 
 static void passwd_reports_add(struct passwd_reports *reports, unsigned int line,
@@ -468,8 +469,8 @@ static bool passwd_text_find_user(const char *text, size_t len, const char *user
 	return false;
 }
 
-static void passwd_text_add_user(const char *text, size_t len, const char *user,
-				 const char *secret, struct passwd_text *out)
+static void passwd_text_add_user(const char *text, size_t len, const char *user, const char *secret,
+				 struct passwd_text *out)
 {
 	const char *eol = passwd_text_eol(text, len);
 
@@ -483,8 +484,7 @@ static void passwd_text_add_user(const char *text, size_t len, const char *user,
 }
 
 /* Rewrites the secret of line, keeping its user, extra fields and line end. */
-static void passwd_text_replace_secret(const char *text, size_t len,
-				       const struct passwd_line *line,
+static void passwd_text_replace_secret(const char *text, size_t len, const struct passwd_line *line,
 				       const struct passwd_fields *fields, const char *secret,
 				       struct passwd_text *out)
 {

@@ -116,7 +116,8 @@ static char *crypt_scheme_hash(const struct password_scheme *scheme, const char 
 static bool argon2_params_wellformed(const char *p)
 {
 	static const char digits[] = "0123456789";
-	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	static const char *const keys[] = {"v=19$m=", ",t=", ",p="};
 	size_t n;
 
@@ -234,7 +235,8 @@ static char *digest_scheme_hash(const struct password_scheme *scheme, const char
 		sodium_memzero(buf, sizeof(buf));
 		return NULL;
 	}
-	size_t out_size = sodium_base64_ENCODED_LEN(md_len + salt_len, sodium_base64_VARIANT_ORIGINAL);
+	size_t out_size =
+	    sodium_base64_ENCODED_LEN(md_len + salt_len, sodium_base64_VARIANT_ORIGINAL);
 	char *out = xmalloc(out_size);
 	sodium_bin2base64(out, out_size, buf, md_len + salt_len, sodium_base64_VARIANT_ORIGINAL);
 	sodium_memzero(buf, sizeof(buf));
@@ -268,45 +270,48 @@ static char *plain_scheme_hash(const struct password_scheme *scheme, const char 
 }
 
 #define CRYPT_SCHEME(name_, prefix_)                                                               \
-	{.name = name_, .verify = crypt_scheme_verify, .hash = crypt_scheme_hash, .prefix = prefix_}
+	{                                                                                          \
+		.name = name_, .verify = crypt_scheme_verify, .hash = crypt_scheme_hash,           \
+		.prefix = prefix_                                                                  \
+	}
 #define ARGON2_SCHEME(name_, prefix_, alg_, ops_, mem_)                                            \
-	{.name = name_,                                                                            \
-	 .verify = argon2_scheme_verify,                                                           \
-	 .hash = argon2_scheme_hash,                                                               \
-	 .prefix = prefix_,                                                                        \
-	 .argon2_alg = alg_,                                                                       \
-	 .argon2_opslimit = ops_,                                                                  \
-	 .argon2_memlimit = mem_}
+	{                                                                                          \
+		.name = name_, .verify = argon2_scheme_verify, .hash = argon2_scheme_hash,         \
+		.prefix = prefix_, .argon2_alg = alg_, .argon2_opslimit = ops_,                    \
+		.argon2_memlimit = mem_                                                            \
+	}
 #define DIGEST_SCHEME(name_, md_, salted_)                                                         \
-	{.name = name_,                                                                            \
-	 .verify = digest_scheme_verify,                                                           \
-	 .hash = digest_scheme_hash,                                                               \
-	 .md = md_,                                                                                \
-	 .salted = salted_}
+	{                                                                                          \
+		.name = name_, .verify = digest_scheme_verify, .hash = digest_scheme_hash,         \
+		.md = md_, .salted = salted_                                                       \
+	}
 #define PLAIN_SCHEME(name_)                                                                        \
-	{.name = name_, .verify = plain_scheme_verify, .hash = plain_scheme_hash, .plaintext = true}
+	{                                                                                          \
+		.name = name_, .verify = plain_scheme_verify, .hash = plain_scheme_hash,           \
+		.plaintext = true                                                                  \
+	}
 
 /* The first row is what a secret without a {SCHEME} prefix means. CRYPT verifies any libcrypt
  * method whatever its name says, like Dovecot; new CRYPT secrets are yescrypt. */
 static const struct password_scheme password_schemes[] = {
-	CRYPT_SCHEME("CRYPT", "$y$"),
-	CRYPT_SCHEME("YESCRYPT", "$y$"),
-	CRYPT_SCHEME("SHA512-CRYPT", "$6$"),
-	CRYPT_SCHEME("SHA256-CRYPT", "$5$"),
-	CRYPT_SCHEME("BLF-CRYPT", "$2b$"),
-	ARGON2_SCHEME("ARGON2ID", "$argon2id$", crypto_pwhash_ALG_ARGON2ID13,
-		      crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
-		      crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE),
-	ARGON2_SCHEME("ARGON2I", "$argon2i$", crypto_pwhash_ALG_ARGON2I13,
-		      crypto_pwhash_argon2i_OPSLIMIT_INTERACTIVE,
-		      crypto_pwhash_argon2i_MEMLIMIT_INTERACTIVE),
-	DIGEST_SCHEME("SHA256", EVP_sha256, false),
-	DIGEST_SCHEME("SHA512", EVP_sha512, false),
-	DIGEST_SCHEME("SSHA256", EVP_sha256, true),
-	DIGEST_SCHEME("SSHA512", EVP_sha512, true),
-	PLAIN_SCHEME("PLAIN"),
-	PLAIN_SCHEME("CLEAR"),
-	PLAIN_SCHEME("CLEARTEXT"),
+    CRYPT_SCHEME("CRYPT", "$y$"),
+    CRYPT_SCHEME("YESCRYPT", "$y$"),
+    CRYPT_SCHEME("SHA512-CRYPT", "$6$"),
+    CRYPT_SCHEME("SHA256-CRYPT", "$5$"),
+    CRYPT_SCHEME("BLF-CRYPT", "$2b$"),
+    ARGON2_SCHEME("ARGON2ID", "$argon2id$", crypto_pwhash_ALG_ARGON2ID13,
+		  crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+		  crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE),
+    ARGON2_SCHEME("ARGON2I", "$argon2i$", crypto_pwhash_ALG_ARGON2I13,
+		  crypto_pwhash_argon2i_OPSLIMIT_INTERACTIVE,
+		  crypto_pwhash_argon2i_MEMLIMIT_INTERACTIVE),
+    DIGEST_SCHEME("SHA256", EVP_sha256, false),
+    DIGEST_SCHEME("SHA512", EVP_sha512, false),
+    DIGEST_SCHEME("SSHA256", EVP_sha256, true),
+    DIGEST_SCHEME("SSHA512", EVP_sha512, true),
+    PLAIN_SCHEME("PLAIN"),
+    PLAIN_SCHEME("CLEAR"),
+    PLAIN_SCHEME("CLEARTEXT"),
 };
 
 static const struct password_scheme *password_scheme_find(const char *name, size_t len)
@@ -355,7 +360,8 @@ int password_verify(const char *stored, const char *password, const char **error
 
 char *password_hash(const char *scheme_name, const char *password, const char **error_r)
 {
-	const struct password_scheme *scheme = password_scheme_find(scheme_name, strlen(scheme_name));
+	const struct password_scheme *scheme =
+	    password_scheme_find(scheme_name, strlen(scheme_name));
 
 	password_init();
 	if (scheme == NULL) {

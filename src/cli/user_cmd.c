@@ -43,18 +43,18 @@ struct user_action {
 };
 
 static const char user_usage_text[] =
-	"usage: buzon user add [-c FILE] [--scheme S] [--password-stdin] USER\n"
-	"       buzon user passwd [-c FILE] [--scheme S] [--password-stdin] USER\n"
-	"       buzon user del [-c FILE] USER\n"
-	"       buzon user list [-c FILE]\n"
-	"  -c, --config FILE   configuration file (default " CLI_DEFAULT_CONFIG ")\n"
-	"  --scheme S          password scheme (default: [auth] default_scheme)\n"
-	"  --password-stdin    read the password from one line of standard input\n";
+    "usage: buzon user add [-c FILE] [--scheme S] [--password-stdin] USER\n"
+    "       buzon user passwd [-c FILE] [--scheme S] [--password-stdin] USER\n"
+    "       buzon user del [-c FILE] USER\n"
+    "       buzon user list [-c FILE]\n"
+    "  -c, --config FILE   configuration file (default " CLI_DEFAULT_CONFIG ")\n"
+    "  --scheme S          password scheme (default: [auth] default_scheme)\n"
+    "  --password-stdin    read the password from one line of standard input\n";
 
 static const char hash_usage_text[] =
-	"usage: buzon hash [--scheme S] [--password-stdin]\n"
-	"  --scheme S          password scheme (default " CLI_HASH_DEFAULT_SCHEME ")\n"
-	"  --password-stdin    read the password from one line of standard input\n";
+    "usage: buzon hash [--scheme S] [--password-stdin]\n"
+    "  --scheme S          password scheme (default " CLI_HASH_DEFAULT_SCHEME ")\n"
+    "  --password-stdin    read the password from one line of standard input\n";
 
 enum cli_option { CLI_OPTION_SCHEME = 256, CLI_OPTION_PASSWORD_STDIN };
 
@@ -141,8 +141,7 @@ static int cli_read_line(int fd, char *buf, size_t size, const char **error_r)
 	return 0;
 }
 
-static int cli_tty_prompt(int fd, const char *prompt, char *buf, size_t size,
-			  const char **error_r)
+static int cli_tty_prompt(int fd, const char *prompt, char *buf, size_t size, const char **error_r)
 {
 	if (write_full(fd, prompt, strlen(prompt)) < 0) {
 		*error_r = strerror(errno);
@@ -333,49 +332,78 @@ static int user_action_list(const struct user_options *opts, const struct buzon_
 }
 
 static const struct user_action user_actions[] = {
-	{"add", true, true, user_action_add},
-	{"passwd", true, true, user_action_passwd},
-	{"del", true, false, user_action_del},
-	{"list", false, false, user_action_list},
+    {"add", true, true, user_action_add},
+    {"passwd", true, true, user_action_passwd},
+    {"del", true, false, user_action_del},
+    {"list", false, false, user_action_list},
 };
 
-static const struct option cli_long_options[] = {
-	{"config", required_argument, NULL, 'c'},
-	{"scheme", required_argument, NULL, CLI_OPTION_SCHEME},
-	{"password-stdin", no_argument, NULL, CLI_OPTION_PASSWORD_STDIN},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
+static const struct option user_long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"scheme", required_argument, NULL, CLI_OPTION_SCHEME},
+    {"password-stdin", no_argument, NULL, CLI_OPTION_PASSWORD_STDIN},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
-/* Parses options shared by both commands; -c only when allow_config. Returns -1 after a usage
- * error with *exit_r set, 1 after --help, 0 to go on; positional arguments are left from optind. */
-static int cli_parse_options(int argc, char **argv, bool allow_config, const char *usage,
+static const struct option hash_long_options[] = {
+    {"scheme", required_argument, NULL, CLI_OPTION_SCHEME},
+    {"password-stdin", no_argument, NULL, CLI_OPTION_PASSWORD_STDIN},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+struct cli_syntax {
+	const char *short_options;
+	const struct option *long_options;
+	const char *usage;
+};
+
+static const struct cli_syntax user_syntax = {":c:h", user_long_options, user_usage_text};
+static const struct cli_syntax hash_syntax = {":h", hash_long_options, hash_usage_text};
+
+/* The option getopt_long() just refused, as the user typed it. */
+static const char *cli_bad_option(char **argv, char *buf, size_t size)
+{
+	if (optopt > 0 && optopt < 128 && optopt != '?') {
+		snprintf(buf, size, "-%c", optopt);
+		return buf;
+	}
+	return argv[optind - 1];
+}
+
+/* Parses the options. Returns -1 after a usage error with *exit_r set, 1 after --help, 0 to go
+ * on; positional arguments are left from optind. */
+static int cli_parse_options(int argc, char **argv, const struct cli_syntax *syntax,
 			     struct user_options *opts, int *exit_r)
 {
+	char bad[8];
 	int c;
 
 	/* getopt may have run before (main's own options); 0 makes glibc start afresh. */
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:h", cli_long_options, NULL)) != -1) {
-		if (c == 'c' && allow_config) {
+	while ((c = getopt_long(argc, argv, syntax->short_options, syntax->long_options, NULL)) !=
+	       -1) {
+		if (c == 'c') {
 			opts->config_path = optarg;
 		} else if (c == CLI_OPTION_SCHEME) {
 			opts->scheme = optarg;
 		} else if (c == CLI_OPTION_PASSWORD_STDIN) {
 			opts->password_stdin = true;
 		} else if (c == 'h') {
-			fputs(usage, stdout);
+			fputs(syntax->usage, stdout);
 			*exit_r = CLI_EXIT_OK;
 			return 1;
 		} else {
 			const char *what = c == ':' ? "option needs an argument" : "unknown option";
-			*exit_r = cli_usage_error(usage, what, argv[optind - 1]);
+			*exit_r = cli_usage_error(syntax->usage, what,
+						  cli_bad_option(argv, bad, sizeof(bad)));
 			return -1;
 		}
 	}
 	if (opts->scheme != NULL && !password_scheme_known(opts->scheme)) {
-		*exit_r = cli_usage_error(usage, "unknown password scheme", opts->scheme);
+		*exit_r = cli_usage_error(syntax->usage, "unknown password scheme", opts->scheme);
 		return -1;
 	}
 	return 0;
@@ -397,10 +425,11 @@ static int user_check_arguments(const struct user_action *action, int argc, char
 	int wanted = action->needs_user ? 2 : 1;
 
 	if (argc - optind != wanted)
-		return cli_usage_error(user_usage_text, "wrong number of arguments for",
+		return cli_usage_error(user_usage_text, "wrong number of arguments for action",
 				       action->name);
 	if (!action->takes_password && (opts->scheme != NULL || opts->password_stdin))
-		return cli_usage_error(user_usage_text, "--scheme and --password-stdin do not apply to",
+		return cli_usage_error(user_usage_text,
+				       "--scheme and --password-stdin do not apply to action",
 				       action->name);
 	if (action->needs_user) {
 		opts->user = argv[optind + 1];
@@ -415,7 +444,7 @@ int cli_user_main(int argc, char **argv)
 	struct user_options opts = {.config_path = CLI_DEFAULT_CONFIG};
 	int exit_status;
 
-	int ret = cli_parse_options(argc, argv, true, user_usage_text, &opts, &exit_status);
+	int ret = cli_parse_options(argc, argv, &user_syntax, &opts, &exit_status);
 	if (ret != 0)
 		return exit_status;
 	if (optind >= argc)
@@ -443,7 +472,7 @@ int cli_hash_main(int argc, char **argv)
 	struct user_options opts = {.scheme = NULL};
 	int exit_status;
 
-	if (cli_parse_options(argc, argv, false, hash_usage_text, &opts, &exit_status) != 0)
+	if (cli_parse_options(argc, argv, &hash_syntax, &opts, &exit_status) != 0)
 		return exit_status;
 	if (optind != argc)
 		return cli_usage_error(hash_usage_text, "unexpected argument", argv[optind]);

@@ -62,6 +62,8 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
 		int more = vsnprintf(line + len, sizeof(line) - (size_t)len, fmt, args);
 		va_end(args);
 		len = more < 0 ? len : len + more;
+		if (more == 0)
+			len--; /* nothing was formatted: no trailing blank */
 	}
 	if (len > (int)sizeof(line) - 2)
 		len = (int)sizeof(line) - 2;

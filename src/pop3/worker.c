@@ -86,6 +86,6 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	event_free(sigint);
 	event_base_free(worker.base);
 	free(worker.implementation);
-	log_info("worker_stopped", "%s", "");
+	log_info("worker_stopped", "sessions=%u", worker.session_count);
 	return 0;
 }

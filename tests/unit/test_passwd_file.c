@@ -82,19 +82,19 @@ static void test_parse_good(void **state)
 
 static void test_parse_bad_lines(void **state)
 {
-	static const char text[] = "nocolon\n"               /* 1 */
-				   ":secret\n"               /* 2: empty user */
-				   "a/b:secret\n"            /* 3 */
-				   "alice:\n"                /* 4: empty secret */
-				   "alice::extra\n"          /* 5: empty secret */
-				   "alice:first\n"           /* 6: good */
-				   "bob:x\n"                 /* 7: good */
-				   "alice:second\n"          /* 8: duplicate */
-				   "a b:secret\n"            /* 9: space */
-				   "ctl\x01:secret\n"        /* 10: control byte */
+	static const char text[] = "nocolon\n"		     /* 1 */
+				   ":secret\n"		     /* 2: empty user */
+				   "a/b:secret\n"	     /* 3 */
+				   "alice:\n"		     /* 4: empty secret */
+				   "alice::extra\n"	     /* 5: empty secret */
+				   "alice:first\n"	     /* 6: good */
+				   "bob:x\n"		     /* 7: good */
+				   "alice:second\n"	     /* 8: duplicate */
+				   "a b:secret\n"	     /* 9: space */
+				   "ctl\x01:secret\n"	     /* 10: control byte */
 				   "bob:again:extra\r\n"     /* 11: duplicate */
-				   "..:secret\n"             /* 12 */
-				   "\xff\xfe:secret\n"       /* 13: not UTF-8 */
+				   "..:secret\n"	     /* 12 */
+				   "\xff\xfe:secret\n"	     /* 13: not UTF-8 */
 				   "j\xc3\xbcrgen:secret\n"; /* 14: good, UTF-8 */
 	struct passwd_db db;
 	struct reports reports;
@@ -172,14 +172,38 @@ static void test_lookup(void **state)
 static void test_user_name_valid(void **state)
 {
 	static const char *const valid[] = {
-		"a", "alice", "alice@example.com", "first.last", "j\xc3\xbcrgen", ".hidden",
-		"a..b", "...", "user+tag@example.com", "x@y", "\xe2\x82\xac", "\xf0\x9f\x93\xab",
+	    "a",	  "alice",	   "alice@example.com",
+	    "first.last", "j\xc3\xbcrgen", ".hidden",
+	    "a..b",	  "...",	   "user+tag@example.com",
+	    "x@y",	  "\xe2\x82\xac",  "\xf0\x9f\x93\xab",
 	};
 	static const char *const invalid[] = {
-		"", ".", "..", "../x", "a/b", "/", "a:b", "a b", "a\tb", "a\nb", "a\rb",
-		"a\x01", "\x7f", "@example.com", "alice@", "@", "a@b@c", "..@example.com",
-		"alice@..", ".@x", "x@.", "\xff", "\xc3", "\xc0\xaf" /* overlong '/' */,
-		"\xed\xa0\x80" /* surrogate */, "\xf4\x90\x80\x80" /* past U+10FFFF */,
+	    "",
+	    ".",
+	    "..",
+	    "../x",
+	    "a/b",
+	    "/",
+	    "a:b",
+	    "a b",
+	    "a\tb",
+	    "a\nb",
+	    "a\rb",
+	    "a\x01",
+	    "\x7f",
+	    "@example.com",
+	    "alice@",
+	    "@",
+	    "a@b@c",
+	    "..@example.com",
+	    "alice@..",
+	    ".@x",
+	    "x@.",
+	    "\xff",
+	    "\xc3",
+	    "\xc0\xaf" /* overlong '/' */,
+	    "\xed\xa0\x80" /* surrogate */,
+	    "\xf4\x90\x80\x80" /* past U+10FFFF */,
 	};
 	char name[PASSWD_USER_MAX + 2];
 
@@ -551,23 +575,23 @@ static void test_load_and_changed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_good),
-		cmocka_unit_test(test_parse_bad_lines),
-		cmocka_unit_test(test_parse_nul_byte),
-		cmocka_unit_test(test_parse_empty),
-		cmocka_unit_test(test_lookup),
-		cmocka_unit_test(test_user_name_valid),
-		DIR_TEST(test_file_add),
-		DIR_TEST(test_file_add_lf),
-		DIR_TEST(test_file_create),
-		DIR_TEST(test_file_passwd),
-		DIR_TEST(test_file_passwd_first_of_duplicates),
-		DIR_TEST(test_file_delete),
-		DIR_TEST(test_file_delete_duplicates),
-		DIR_TEST(test_file_round_trip),
-		DIR_TEST(test_file_symlink),
-		DIR_TEST(test_file_owner_kept),
-		DIR_TEST(test_load_and_changed),
+	    cmocka_unit_test(test_parse_good),
+	    cmocka_unit_test(test_parse_bad_lines),
+	    cmocka_unit_test(test_parse_nul_byte),
+	    cmocka_unit_test(test_parse_empty),
+	    cmocka_unit_test(test_lookup),
+	    cmocka_unit_test(test_user_name_valid),
+	    DIR_TEST(test_file_add),
+	    DIR_TEST(test_file_add_lf),
+	    DIR_TEST(test_file_create),
+	    DIR_TEST(test_file_passwd),
+	    DIR_TEST(test_file_passwd_first_of_duplicates),
+	    DIR_TEST(test_file_delete),
+	    DIR_TEST(test_file_delete_duplicates),
+	    DIR_TEST(test_file_round_trip),
+	    DIR_TEST(test_file_symlink),
+	    DIR_TEST(test_file_owner_kept),
+	    DIR_TEST(test_load_and_changed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,58 +25,58 @@ struct vector {
 };
 
 static const struct vector good_vectors[] = {
-	{"{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFd"
-	 "cbYEdFCoEOfaS35inz1",
-	 "Hello world!"},
-	{"{SHA512-CRYPT}$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/Ur"
-	 "jmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.",
-	 "Hello world!"},
-	{"{SHA256-CRYPT}$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5", "Hello world!"},
-	{"{SHA256-CRYPT}$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA",
-	 "Hello world!"},
-	{"{CRYPT}$6$Ab12/.xy$0I9ufh13aw5qv4KlY0e4EaN2.UOBTn3MCm.WI6Sv6uklZekaQ.ztLVGoXU4RZgwj..C0C4HmIlN"
-	 "bhd5aymDSk.",
-	 "correct horse"},
-	/* No prefix: a crypt string. */
-	{"$6$Ab12/.xy$0I9ufh13aw5qv4KlY0e4EaN2.UOBTn3MCm.WI6Sv6uklZekaQ.ztLVGoXU4RZgwj..C0C4HmIlNbhd5aym"
-	 "DSk.",
-	 "correct horse"},
-	{"{BLF-CRYPT}$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
-	{"{BLF-CRYPT}$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
-	{"{CRYPT}$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
-	{"{BLF-CRYPT}$2b$05$OASwv0UMQiqnzuneXmpkpeqgg1nBaAG16AiCrvMiRyOdw7DJ7QJlW", "correct horse"},
-	{"{YESCRYPT}$y$j9T$aQnA42PSvYAEgEb96OuXt0$VYALRViV6hulV8LoJ6Ch7B9pcXTzIV9jbDrLxjmQex2",
-	 "correct horse"},
-	{"{CRYPT}$y$j9T$aQnA42PSvYAEgEb96OuXt0$VYALRViV6hulV8LoJ6Ch7B9pcXTzIV9jbDrLxjmQex2",
-	 "correct horse"},
-	{"{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0MTIzNA$vWSoMy/UBm7ShOEEO3CVOYYYpe0lt"
-	 "djB2r2WSXbPFfc",
-	 "correct horse"},
-	{"{ARGON2ID}$argon2id$v=19$m=8192,t=1,p=4$c2FsdHNhbHRzYWx0MTIzNA$ObO0Z/O9bbDRHkNWwjP0XySsg3rXmq"
-	 "0NZguDbQft3AA",
-	 "correct horse"},
-	{"{ARGON2I}$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0MTIzNA$CnJfmZTCZjXMTYEIjrTTQjThxqCJC7lqt"
-	 "M8889M7RTY",
-	 "correct horse"},
-	{"{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=", "correct horse"},
-	/* Dovecot also reads a hex digest of the right length. */
-	{"{SHA256}4104d36f8da2c254349f85836793ebe029e0c957063a34c91c2e9203187b5631", "correct horse"},
-	{"{SHA512}VraY3v7bWkNbY0r+MyC7rz/c2SC2xQOkRvx7endrKY1HnRumqLYXgI6wv1ec6aldZoNHvKtxSQhayTyyeZUZew"
-	 "==",
-	 "correct horse"},
-	{"{SSHA256}CFsq5JPfiBQ0W3uR5Dnao+9mknEq9a739V+FPkJ6yjABAgMEBQYHCA==", "correct horse"},
-	{"{SSHA512}ggObOJHDWCqgI5uFv/j9yDNYMvdTgt+Toj8d6cGrSG/e+E9GbH4DkQ8y5jY3NblhoGens+zNVX1mZaFy0qwR"
-	 "wwECAwQFBgcI",
-	 "correct horse"},
-	{"{PLAIN}correct horse", "correct horse"},
-	{"{CLEAR}correct horse", "correct horse"},
-	{"{CLEARTEXT}correct horse", "correct horse"},
-	/* Scheme names are case-insensitive. */
-	{"{sha512-crypt}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFd"
-	 "cbYEdFCoEOfaS35inz1",
-	 "Hello world!"},
-	{"{Ssha256}CFsq5JPfiBQ0W3uR5Dnao+9mknEq9a739V+FPkJ6yjABAgMEBQYHCA==", "correct horse"},
-	{"{plain}correct horse", "correct horse"},
+    {"{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFN"
+     "jnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1",
+     "Hello world!"},
+    {"{SHA512-CRYPT}$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oe"
+     "qh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.",
+     "Hello world!"},
+    {"{SHA256-CRYPT}$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5", "Hello world!"},
+    {"{SHA256-CRYPT}$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA",
+     "Hello world!"},
+    {"{CRYPT}$6$Ab12/.xy$0I9ufh13aw5qv4KlY0e4EaN2.UOBTn3MCm.WI6Sv6uklZekaQ.ztLVGoX"
+     "U4RZgwj..C0C4HmIlNbhd5aymDSk.",
+     "correct horse"},
+    /* No prefix: a crypt string. */
+    {"$6$Ab12/.xy$0I9ufh13aw5qv4KlY0e4EaN2.UOBTn3MCm.WI6Sv6uklZekaQ.ztLVGoXU4RZgwj"
+     "..C0C4HmIlNbhd5aymDSk.",
+     "correct horse"},
+    {"{BLF-CRYPT}$2b$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
+    {"{BLF-CRYPT}$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
+    {"{CRYPT}$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U"},
+    {"{BLF-CRYPT}$2b$05$OASwv0UMQiqnzuneXmpkpeqgg1nBaAG16AiCrvMiRyOdw7DJ7QJlW", "correct horse"},
+    {"{YESCRYPT}$y$j9T$aQnA42PSvYAEgEb96OuXt0$VYALRViV6hulV8LoJ6Ch7B9pcXTzIV9jbDrLxjmQex2",
+     "correct horse"},
+    {"{CRYPT}$y$j9T$aQnA42PSvYAEgEb96OuXt0$VYALRViV6hulV8LoJ6Ch7B9pcXTzIV9jbDrLxjmQex2",
+     "correct horse"},
+    {"{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0MTIzNA$vWSoMy/UBm7S"
+     "hOEEO3CVOYYYpe0ltdjB2r2WSXbPFfc",
+     "correct horse"},
+    {"{ARGON2ID}$argon2id$v=19$m=8192,t=1,p=4$c2FsdHNhbHRzYWx0MTIzNA$ObO0Z/O9bbDRH"
+     "kNWwjP0XySsg3rXmq0NZguDbQft3AA",
+     "correct horse"},
+    {"{ARGON2I}$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0MTIzNA$CnJfmZTCZjXMTYE"
+     "IjrTTQjThxqCJC7lqtM8889M7RTY",
+     "correct horse"},
+    {"{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=", "correct horse"},
+    /* Dovecot also reads a hex digest of the right length. */
+    {"{SHA256}4104d36f8da2c254349f85836793ebe029e0c957063a34c91c2e9203187b5631", "correct horse"},
+    {"{SHA512}VraY3v7bWkNbY0r+MyC7rz/c2SC2xQOkRvx7endrKY1HnRumqLYXgI6wv1ec6aldZoNH"
+     "vKtxSQhayTyyeZUZew==",
+     "correct horse"},
+    {"{SSHA256}CFsq5JPfiBQ0W3uR5Dnao+9mknEq9a739V+FPkJ6yjABAgMEBQYHCA==", "correct horse"},
+    {"{SSHA512}ggObOJHDWCqgI5uFv/j9yDNYMvdTgt+Toj8d6cGrSG/e+E9GbH4DkQ8y5jY3NblhoGe"
+     "ns+zNVX1mZaFy0qwRwwECAwQFBgcI",
+     "correct horse"},
+    {"{PLAIN}correct horse", "correct horse"},
+    {"{CLEAR}correct horse", "correct horse"},
+    {"{CLEARTEXT}correct horse", "correct horse"},
+    /* Scheme names are case-insensitive. */
+    {"{sha512-crypt}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFN"
+     "jnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1",
+     "Hello world!"},
+    {"{Ssha256}CFsq5JPfiBQ0W3uR5Dnao+9mknEq9a739V+FPkJ6yjABAgMEBQYHCA==", "correct horse"},
+    {"{plain}correct horse", "correct horse"},
 };
 
 static void test_known_vectors_match(void **state)
@@ -110,9 +110,9 @@ static void test_known_vectors_wrong_password(void **state)
 }
 
 static const char *const hashable_schemes[] = {
-	"CRYPT",   "YESCRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID",
-	"ARGON2I", "SHA256",   "SHA512",       "SSHA256",      "SSHA512",   "PLAIN",
-	"CLEAR",   "CLEARTEXT", "yescrypt",    "argon2id",
+    "CRYPT",   "YESCRYPT",  "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID",
+    "ARGON2I", "SHA256",    "SHA512",	    "SSHA256",	    "SSHA512",	 "PLAIN",
+    "CLEAR",   "CLEARTEXT", "yescrypt",	    "argon2id",
 };
 
 static void assert_has_prefix(const char *s, const char *prefix)
@@ -140,16 +140,16 @@ static void test_hash_format(void **state)
 	static const struct {
 		const char *scheme, *prefix;
 	} formats[] = {
-		{"CRYPT", "{CRYPT}$y$"},
-		{"YESCRYPT", "{YESCRYPT}$y$"},
-		{"SHA512-CRYPT", "{SHA512-CRYPT}$6$"},
-		{"SHA256-CRYPT", "{SHA256-CRYPT}$5$"},
-		{"BLF-CRYPT", "{BLF-CRYPT}$2b$"},
-		{"ARGON2ID", "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$"},
-		{"ARGON2I", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$"},
-		{"sha256", "{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE="},
-		{"SSHA256", "{SSHA256}"},
-		{"PLAIN", "{PLAIN}correct horse"},
+	    {"CRYPT", "{CRYPT}$y$"},
+	    {"YESCRYPT", "{YESCRYPT}$y$"},
+	    {"SHA512-CRYPT", "{SHA512-CRYPT}$6$"},
+	    {"SHA256-CRYPT", "{SHA256-CRYPT}$5$"},
+	    {"BLF-CRYPT", "{BLF-CRYPT}$2b$"},
+	    {"ARGON2ID", "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$"},
+	    {"ARGON2I", "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$"},
+	    {"sha256", "{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE="},
+	    {"SSHA256", "{SSHA256}"},
+	    {"PLAIN", "{PLAIN}correct horse"},
 	};
 
 	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
@@ -184,35 +184,35 @@ static void test_hash_salted_differs(void **state)
 static void test_malformed(void **state)
 {
 	static const char *const malformed[] = {
-		"",
-		"{SHA256",
-		"{CRYPT}",
-		"{CRYPT}*0",
-		"*",
-		"{SHA512-CRYPT}$6$saltstring$tooshort",
-		"{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTL"
-		"iBFdcbYEdFCoEOfaS35inz1EXTRA",
-		"{BLF-CRYPT}$2b$05$short",
-		"{YESCRYPT}$y$$",
-		"{ARGON2ID}",
-		"{ARGON2ID}$argon2id$v=19$m=bad,t=2,p=1$c2FsdA$aGFzaA",
-		"{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA",
-		"{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA$",
-		"{ARGON2ID}$argon2id$v=16$m=65536,t=2,p=1$c2FsdA$aGFzaA",
-		/* The name says id, the string says i. */
-		"{ARGON2ID}$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0MTIzNA$CnJfmZTCZjXMTYEIjrTTQjThxqCJ"
-		"C7lqtM8889M7RTY",
-		"{ARGON2I}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0MTIzNA$vWSoMy/UBm7ShOEEO3CVOYYYpe0l"
-		"tdjB2r2WSXbPFfc",
-		"{SHA256}",
-		"{SHA256}not base64!",
-		"{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7Vj",
-		"{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjEA",
-		"{SHA512}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=",
-		/* A salted digest needs at least one salt byte. */
-		"{SSHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=",
-		"{SSHA512}",
-		"{PLAIN}",
+	    "",
+	    "{SHA256",
+	    "{CRYPT}",
+	    "{CRYPT}*0",
+	    "*",
+	    "{SHA512-CRYPT}$6$saltstring$tooshort",
+	    "{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFN"
+	    "jnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1EXTRA",
+	    "{BLF-CRYPT}$2b$05$short",
+	    "{YESCRYPT}$y$$",
+	    "{ARGON2ID}",
+	    "{ARGON2ID}$argon2id$v=19$m=bad,t=2,p=1$c2FsdA$aGFzaA",
+	    "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA",
+	    "{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA$",
+	    "{ARGON2ID}$argon2id$v=16$m=65536,t=2,p=1$c2FsdA$aGFzaA",
+	    /* The name says id, the string says i. */
+	    "{ARGON2ID}$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0MTIzNA$CnJfmZTCZjXMTY"
+	    "EIjrTTQjThxqCJC7lqtM8889M7RTY",
+	    "{ARGON2I}$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0MTIzNA$vWSoMy/UBm7Sh"
+	    "OEEO3CVOYYYpe0ltdjB2r2WSXbPFfc",
+	    "{SHA256}",
+	    "{SHA256}not base64!",
+	    "{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7Vj",
+	    "{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjEA",
+	    "{SHA512}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=",
+	    /* A salted digest needs at least one salt byte. */
+	    "{SSHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=",
+	    "{SSHA512}",
+	    "{PLAIN}",
 	};
 
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
@@ -251,7 +251,8 @@ static void test_plaintext_detection(void **state)
 	assert_true(password_scheme_is_plaintext("{PLAIN}x"));
 	assert_true(password_scheme_is_plaintext("{clear}x"));
 	assert_true(password_scheme_is_plaintext("{CLEARTEXT}x"));
-	assert_false(password_scheme_is_plaintext("{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE="));
+	assert_false(
+	    password_scheme_is_plaintext("{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE="));
 	assert_false(password_scheme_is_plaintext("$6$salt$hash"));
 	assert_false(password_scheme_is_plaintext("{FOO}x"));
 	assert_false(password_scheme_is_plaintext("{PLAIN"));
@@ -311,16 +312,16 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_known_vectors_match),
-		cmocka_unit_test(test_known_vectors_wrong_password),
-		cmocka_unit_test(test_hash_round_trip),
-		cmocka_unit_test(test_hash_format),
-		cmocka_unit_test(test_hash_salted_differs),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_unknown_scheme),
-		cmocka_unit_test(test_plaintext_detection),
-		cmocka_unit_test(test_long_password),
-		cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_known_vectors_match),
+	    cmocka_unit_test(test_known_vectors_wrong_password),
+	    cmocka_unit_test(test_hash_round_trip),
+	    cmocka_unit_test(test_hash_format),
+	    cmocka_unit_test(test_hash_salted_differs),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_unknown_scheme),
+	    cmocka_unit_test(test_plaintext_detection),
+	    cmocka_unit_test(test_long_password),
+	    cmocka_unit_test(test_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
