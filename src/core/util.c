@@ -81,7 +81,8 @@ int str_parse_uint(const char *s, unsigned long long min, unsigned long long max
 		if (*s < '0' || *s > '9')
 			return -1;
 		unsigned digit = (unsigned)(*s - '0');
-		if (value > (max - digit) / 10)
+		/* value * 10 + digit <= max, written so that nothing can wrap */
+		if (digit > max || value > (max - digit) / 10)
 			return -1;
 		value = value * 10 + digit;
 	}

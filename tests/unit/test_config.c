@@ -1,0 +1,172 @@
+/* Unit tests for the config reader, the auth wire format and the mail location template. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "auth/auth_proto.h"
+#include "core/config.h"
+#include "core/util.h"
+
+static char *write_config(const char *text)
+{
+	char *path = xstrdup("/tmp/buzon-test-config-XXXXXX");
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write_full(fd, text, strlen(text)), 0);
+	close(fd);
+	return path;
+}
+
+static const char *const minimal = "[pop3]\nlisten = 127.0.0.1:1110, [::1]:1110\n"
+				   "[auth]\npasswd_file = /etc/buzon/users\n"
+				   "[mail]\nlocation = maildir:/var/mail/%d/%n ; comment\n";
+
+static void test_minimal_config_and_defaults(void **state)
+{
+	char *path = write_config(minimal), *error = NULL;
+	struct buzon_config *config = config_load(path, &error);
+
+	assert_non_null(config);
+	assert_int_equal(config->listen_count, 2);
+	assert_string_equal(config->listens[1].text, "[::1]:1110");
+	assert_string_equal(config->mail_location, "maildir:/var/mail/%d/%n");
+	assert_int_equal(config->idle_timeout_secs, 600);
+	assert_int_equal(config->workers, 0);
+	assert_true(config->retr_marks_seen);
+	assert_string_equal(config->expire, "NEVER");
+	config_free(&config);
+	assert_null(config);
+	unlink(path);
+	free(path);
+}
+
+/* Each bad config must fail with FILE:LINE naming the offending line. */
+static void expect_error(const char *text, const char *line_marker, const char *fragment)
+{
+	char *path = write_config(text), *error = NULL;
+	struct buzon_config *config = config_load(path, &error);
+
+	assert_null(config);
+	assert_non_null(error);
+	char *expected = xasprintf("%s%s", path, line_marker);
+	if (strstr(error, expected) == NULL || strstr(error, fragment) == NULL)
+		fail_msg("error '%s' lacks '%s' or '%s'", error, expected, fragment);
+	free(expected);
+	free(error);
+	unlink(path);
+	free(path);
+}
+
+static void test_errors_name_file_and_line(void **state)
+{
+	expect_error("[pop3]\nlisten = 127.0.0.1:1110\nbogus = 1\n", ":3:", "unknown key");
+	expect_error("[nosuch]\nx = 1\n", ":2:", "unknown section");
+	expect_error("[pop3]\nlisten = 127.0.0.1:99999\n", ":2:", "listen");
+	expect_error("[pop3]\nlisten = localhost\n", ":2:", "listen");
+	expect_error("[pop3]\nidle_timeout = 5m\n", ":2:", "idle_timeout");
+	expect_error("[pop3]\nretr_marks_seen = maybe\n", ":2:", "yes or no");
+	expect_error("[server]\nworkers = 0\n", ":2:", "workers");
+	expect_error("[mail]\nlocation = mbox:/var/mail/%u\n", ":2:", "location");
+	expect_error("[mail]\nlocation = maildir:/var/mail/shared\n", ":2:", "%u");
+	expect_error("[pop3]\nmax_bad_commands = 10x\n", ":2:", "max_bad_commands");
+	expect_error("[pop3]\nidle_timeout = 10m\nidle_timeout = 11m\n", ":3:", "twice");
+}
+
+static void test_missing_required_keys(void **state)
+{
+	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\n"), *error = NULL;
+
+	assert_null(config_load(path, &error));
+	assert_non_null(strstr(error, "passwd_file"));
+	free(error);
+	unlink(path);
+	free(path);
+}
+
+static void test_durations(void **state)
+{
+	unsigned int secs;
+
+	assert_int_equal(str_parse_duration("600", &secs), 0);
+	assert_int_equal(secs, 600);
+	assert_int_equal(str_parse_duration("10m", &secs), 0);
+	assert_int_equal(secs, 600);
+	assert_int_equal(str_parse_duration("2h", &secs), 0);
+	assert_int_equal(secs, 7200);
+	assert_int_equal(str_parse_duration("7d", &secs), 0);
+	assert_int_equal(secs, 604800);
+	assert_int_equal(str_parse_duration("m", &secs), -1);
+	assert_int_equal(str_parse_duration("-1s", &secs), -1);
+	assert_int_equal(str_parse_duration("99999999999d", &secs), -1);
+}
+
+static void test_location_expansion(void **state)
+{
+	char *path = config_expand_location("/var/mail/%d/%n/%u/%%", "joe@example.org");
+
+	assert_string_equal(path, "/var/mail/example.org/joe/joe@example.org/%");
+	free(path);
+	path = config_expand_location("/var/mail/%d/%n", "joe");
+	assert_string_equal(path, "/var/mail//joe");
+	free(path);
+	assert_null(config_expand_location("/var/mail/%x", "joe"));
+}
+
+static void test_auth_proto_round_trip_and_rejects(void **state)
+{
+	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
+	struct auth_verify_request req = {.id = 7, .user = "demo", .user_len = 4,
+					  .password = "p w", .password_len = 3};
+	struct auth_verify_request got;
+	size_t len = auth_proto_encode_request(buf, sizeof(buf), &req);
+
+	assert_true(len > 0);
+	assert_int_equal(auth_proto_decode_request(buf, len, &got), 0);
+	assert_int_equal(got.id, 7);
+	assert_memory_equal(got.user, "demo", 4);
+	assert_memory_equal(got.password, "p w", 3);
+	/* every truncation and an extra byte are rejected */
+	for (size_t cut = 0; cut < len; cut++)
+		assert_int_equal(auth_proto_decode_request(buf, cut, &got), -1);
+	assert_int_equal(auth_proto_decode_request(buf, len + 1, &got), -1);
+	/* wrong version, wrong type */
+	buf[0] ^= 1;
+	assert_int_equal(auth_proto_decode_request(buf, len, &got), -1);
+	buf[0] ^= 1;
+	struct auth_verify_reply reply;
+	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), -1);
+	/* NUL bytes in strings are refused on both sides */
+	req.user = "de\0o";
+	assert_int_equal(auth_proto_encode_request(buf, sizeof(buf), &req), 0);
+
+	struct auth_verify_reply out = {.id = 9, .result = AUTH_RESULT_OK, .user = "demo",
+					.user_len = 4, .location = "maildir:/m/demo",
+					.location_len = 15};
+	len = auth_proto_encode_reply(buf, sizeof(buf), &out);
+	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), 0);
+	assert_int_equal(reply.result, AUTH_RESULT_OK);
+	assert_memory_equal(reply.location, "maildir:/m/demo", 15);
+	buf[8] = 9; /* result out of range */
+	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_minimal_config_and_defaults),
+		cmocka_unit_test(test_errors_name_file_and_line),
+		cmocka_unit_test(test_missing_required_keys),
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_location_expansion),
+		cmocka_unit_test(test_auth_proto_round_trip_and_rejects),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
