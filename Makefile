@@ -68,7 +68,10 @@ check: all
 	$(MAKE) check-integration
 	$(MAKE) check-asan
 
-run: all
+# installs missing Debian packages first (as root), so it works on a fresh machine
+run:
+	./scripts/install-deps.sh build
+	$(MAKE) all
 	./scripts/demo.sh
 
 format:

@@ -87,6 +87,15 @@ static void cli_tty_signal_handler(int sig)
 	raise(sig);
 }
 
+static void cli_tty_echo_restore(int fd, const struct sigaction old[])
+{
+	tcsetattr(fd, TCSAFLUSH, &cli_tty_saved);
+	cli_tty_fd = -1;
+	for (size_t i = 0; i < ARRAY_SIZE(cli_tty_signals); i++)
+		sigaction(cli_tty_signals[i], &old[i], NULL);
+}
+
+/* Turns echo off until cli_tty_echo_restore(); a signal meanwhile restores it too. */
 static int cli_tty_echo_off(int fd, struct sigaction old[])
 {
 	struct sigaction handler = {.sa_handler = cli_tty_signal_handler};
@@ -99,17 +108,11 @@ static int cli_tty_echo_off(int fd, struct sigaction old[])
 	cli_tty_fd = fd;
 	for (size_t i = 0; i < ARRAY_SIZE(cli_tty_signals); i++)
 		sigaction(cli_tty_signals[i], &handler, &old[i]);
-	if (tcsetattr(fd, TCSAFLUSH, &quiet) < 0)
+	if (tcsetattr(fd, TCSAFLUSH, &quiet) < 0) {
+		cli_tty_echo_restore(fd, old);
 		return -1;
+	}
 	return 0;
-}
-
-static void cli_tty_echo_restore(int fd, const struct sigaction old[])
-{
-	tcsetattr(fd, TCSAFLUSH, &cli_tty_saved);
-	cli_tty_fd = -1;
-	for (size_t i = 0; i < ARRAY_SIZE(cli_tty_signals); i++)
-		sigaction(cli_tty_signals[i], &old[i], NULL);
 }
 
 /* Reads one line from fd byte by byte, without stdio, so that no copy of the password stays in a
@@ -165,10 +168,13 @@ static int cli_read_password_tty(char *buf, size_t size, const char **error_r)
 		return -1;
 	}
 	int ret = -1;
-	if (cli_tty_echo_off(fd, old) < 0)
+	if (cli_tty_echo_off(fd, old) < 0) {
 		*error_r = "cannot turn off terminal echo";
-	else if (cli_tty_prompt(fd, "Password: ", buf, size, error_r) == 0 &&
-		 cli_tty_prompt(fd, "Retype password: ", again, sizeof(again), error_r) == 0) {
+		close(fd);
+		return -1;
+	}
+	if (cli_tty_prompt(fd, "Password: ", buf, size, error_r) == 0 &&
+	    cli_tty_prompt(fd, "Retype password: ", again, sizeof(again), error_r) == 0) {
 		ret = strcmp(buf, again) == 0 ? 0 : -1;
 		if (ret < 0)
 			*error_r = "passwords do not match";

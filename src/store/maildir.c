@@ -229,6 +229,8 @@ static void maildir_scan_drop_duplicates(struct maildir_mailbox *mbox, struct ma
 {
 	size_t out = 0;
 
+	if (scan->count == 0)
+		return; /* found may be NULL, which qsort() must not see */
 	qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found);
 	for (size_t i = 0; i < scan->count; i++) {
 		struct maildir_found *f = &scan->found[i];
@@ -429,7 +431,8 @@ static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_s
 	struct store_mailbox *box = &mbox->box;
 	uint32_t uidvalidity = mbox->uidlist->uidvalidity;
 
-	qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found_uid);
+	if (scan->count > 0)
+		qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found_uid);
 	box->count = scan->count;
 	box->messages = xcalloc(scan->count, sizeof(box->messages[0]));
 	mbox->files = xcalloc(scan->count, sizeof(mbox->files[0]));

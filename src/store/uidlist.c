@@ -255,6 +255,8 @@ static size_t uidlist_drop_duplicates(struct uidlist *list)
 {
 	size_t dropped;
 
+	if (list->count == 0)
+		return 0; /* entries may be NULL, which qsort() must not see */
 	qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_uid);
 	dropped = uidlist_drop_adjacent(list, true);
 	qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_name);
@@ -568,7 +570,7 @@ struct uidlist_entry *uidlist_lookup(struct uidlist *list, const char *basename,
 {
 	struct uidlist_key key = {basename, len};
 
-	if (!uidlist_basename_valid(basename, len))
+	if (!uidlist_basename_valid(basename, len) || list->count == 0)
 		return NULL;
 	if (!list->sorted_by_name) {
 		qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_name);
