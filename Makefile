@@ -33,7 +33,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all clean check check-unit check-integration check-asan run format tests
+.PHONY: all clean check check-unit check-tree check-asan run format tests
 all: $(BUILD)/buzon
 
 $(BUILD)/buzon: $(MAIN_OBJ) $(BUILD)/libbuzon.a
@@ -56,19 +56,19 @@ tests: $(UNIT_BIN)
 check-unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
-check-integration: $(BUILD)/buzon
-	BUZON_BIN=$(CURDIR)/$(BUILD)/buzon $(PYTHON) -m pytest -q tests/integration tests/interop
+# Every test against one build tree (unit, protocol, real clients); see scripts/check.sh.
+check-tree: all $(UNIT_BIN)
+	./scripts/check.sh $(BUILD) $(if $(filter 1,$(SANITIZE)),asan,tests)
 
-# The sanitizer pass is the same suite against binaries built with ASan+UBSan.
+# ASan and UBSan stop at the first error; leaks are reported when each process exits.
 check-asan:
-	$(MAKE) SANITIZE=1 check-unit check-integration
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(MAKE) SANITIZE=1 check-tree
 
-check: all
-	$(MAKE) check-unit
-	$(MAKE) check-integration
-	$(MAKE) check-asan
+# The whole suite, then the same suite against the sanitizer build.
+check:
+	@status=0; $(MAKE) check-tree || status=1; $(MAKE) check-asan || status=1; exit $$status
 
-# installs missing Debian packages first (as root), so it works on a fresh machine
 run:
 	./scripts/install-deps.sh build
 	$(MAKE) all

@@ -8,6 +8,7 @@ what the server must send for a given message file.
 
 import errno
 import os
+import pwd
 import re
 import signal
 import socket
@@ -362,6 +363,17 @@ class BuzonServer:
         for section, kv in (settings or {}).items():
             self.settings.setdefault(section, {}).update(kv)
         self.conf = os.path.join(self.base, "buzon.conf")
+        # buzon refuses to run its children as root: when the tests run as root, the server runs as
+        # an unprivileged user ([server] user) who must own the mail tree and the passwd file.
+        self.run_as = None
+        if os.geteuid() == 0:
+            self.run_as = os.environ.get("BUZON_TEST_USER", "nobody")
+            pw = pwd.getpwnam(self.run_as)
+            self._uid, self._gid = pw.pw_uid, pw.pw_gid
+            self.settings["server"].setdefault("user", self.run_as)
+            os.chmod(self.base, 0o755)
+            os.makedirs(os.path.join(self.base, "mail"), exist_ok=True)
+            self._own(os.path.join(self.base, "mail"))
         self.proc = None
         self.runs = []  # (proc, stderr path)
         self.problems = []
@@ -386,6 +398,24 @@ class BuzonServer:
                      stdin=password + "\n")
         self._check_cli(r)
         assert r.returncode == 0, "user add %s failed: %s %s" % (user, r.stdout, r.stderr)
+        self.own_passwd_file()
+
+    def own_passwd_file(self):
+        path = self.settings["auth"]["passwd_file"]
+        if self.run_as and os.path.exists(path):
+            self._own(path)
+
+    def _own(self, path):
+        """chown path (and its parents up to base/mail) to the server's user when running as root."""
+        if not self.run_as:
+            return
+        top = os.path.join(self.base, "mail")
+        p = os.path.abspath(path)
+        while True:
+            os.chown(p, self._uid, self._gid)
+            if not p.startswith(top + os.sep):
+                break
+            p = os.path.dirname(p)
 
     def _check_cli(self, r):
         err = r.stderr.decode("utf-8", "replace")
@@ -396,6 +426,7 @@ class BuzonServer:
     def start(self, wait=True):
         assert self.proc is None, "already running"
         self.write_config()
+        self.own_passwd_file()
         errpath = os.path.join(self.base, "serve-%d.stderr" % len(self.runs))
         errf = open(errpath, "wb")
         self.proc = subprocess.Popen(
@@ -559,18 +590,16 @@ class BuzonServer:
     def maildir(self, user=DEMO_USER):
         return os.path.join(self.base, "mail", user)
 
-    def make_maildir(self, user=DEMO_USER):
-        md = self.maildir(user)
+    def make_maildir(self, user=DEMO_USER, maildir=None):
+        md = maildir or self.maildir(user)
         for sub in ("new", "cur", "tmp"):
             os.makedirs(os.path.join(md, sub), exist_ok=True)
+            self._own(os.path.join(md, sub))
         return md
 
     def deliver(self, data, user=DEMO_USER, subdir="new", flags=None, maildir=None):
         """Writes a message file the way an MDA would (tmp/ then rename). Returns its base name."""
-        md = maildir or self.make_maildir(user)
-        if maildir:
-            for sub in ("new", "cur", "tmp"):
-                os.makedirs(os.path.join(md, sub), exist_ok=True)
+        md = self.make_maildir(user, maildir)
         self._seq += 1
         base = "%d.M%dP%d.buzontest" % (1700000000 + self._seq * 10, self._seq, os.getpid())
         name = base

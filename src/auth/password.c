@@ -97,7 +97,9 @@ static char *crypt_scheme_hash(const struct password_scheme *scheme, const char 
 		*error_r = "password too long for crypt";
 		return NULL;
 	}
-	if (crypt_gensalt_rn(scheme->prefix, 0, NULL, 0, setting, sizeof(setting)) == NULL) {
+	/* libxcrypt's default bcrypt cost (5) is too cheap today; 10 is OpenBSD's choice */
+	unsigned long cost = strcmp(scheme->prefix, "$2b$") == 0 ? 10 : 0;
+	if (crypt_gensalt_rn(scheme->prefix, cost, NULL, 0, setting, sizeof(setting)) == NULL) {
 		*error_r = "crypt_gensalt failed";
 		return NULL;
 	}

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "auth/password.h"
 #include "core/config.h"
 #include "core/util.h"
 #include "store/store.h"
@@ -176,6 +177,13 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		char *upper = xstrdup(value);
 		for (char *p = upper; *p != '\0'; p++)
 			*p = (char)toupper((unsigned char)*p);
+		if (!password_scheme_known(upper)) {
+			*error_r = xasprintf("%s: unknown password scheme '%s' (use YESCRYPT, "
+					     "ARGON2ID, SHA512-CRYPT, BLF-CRYPT, ...)",
+					     key->name, value);
+			free(upper);
+			return -1;
+		}
 		free(*(char **)field);
 		*(char **)field = upper;
 		return 0;

@@ -138,6 +138,8 @@ static void pop3_pass_answered(void *context, enum auth_result result, const cha
 	}
 	log_info("login_failed", "session=%s user=%s ip=%s", session->id,
 		 log_quote(session->user != NULL ? session->user : ""), session->ip);
+	/* RFC 1939 §7: after a failed PASS the client starts again with USER */
+	x_free(&session->user);
 	/* a delay before the answer slows down guessing on this connection */
 	struct timeval delay = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
 	session->delay_timer = evtimer_new(session->worker->base, pop3_login_failed, session);

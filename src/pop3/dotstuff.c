@@ -141,7 +141,8 @@ void dotstuff_finish(struct dotstuff *ds, struct evbuffer *out)
 	size_t n = 0;
 
 	if (ds->cr_pending) {
-		/* The message ended in a lone CR: it is content, and the line still needs its end. */
+		/* The message ended in a lone CR: it is content, and the line still needs its end.
+		 */
 		tail[n++] = '\r';
 		ds->cr_pending = false;
 		ds->at_line_start = false;

@@ -195,41 +195,52 @@ void pop3_session_close_later(struct pop3_session *session, const char *reason)
 }
 
 /* Reads the next complete line into buf (CR and LF stripped). Returns 1 for a line, 0 if none is
- * complete yet, -1 if the line was too long (the caller replies -ERR). */
-static int pop3_session_read_line(struct pop3_session *session, char *buf, size_t size)
+ * complete yet, -1 if the line was too long (the caller replies -ERR once per long line). */
+static int pop3_session_read_line(struct pop3_session *session, char *buf)
 {
 	struct evbuffer *in = bufferevent_get_input(session->bev);
-	size_t eol_len = 0;
-	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 
-	if (eol.pos < 0) {
-		size_t pending = evbuffer_get_length(in);
-		if (pending < POP3_MAX_LINE)
-			return 0;
-		/* no line end within the limit: drop what we have, keep dropping to the LF */
-		evbuffer_drain(in, pending);
-		if (session->discarding_line)
-			return 0;
-		session->discarding_line = true;
-		return -1;
+	for (;;) {
+		size_t eol_len = 0;
+		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		if (eol.pos < 0) {
+			size_t pending = evbuffer_get_length(in);
+			/* 254 octets may still be a 253-octet command and its CR */
+			if (pending < POP3_MAX_LINE)
+				return 0;
+			/* no line end within the limit: drop what we have, keep dropping to the LF */
+			evbuffer_drain(in, pending);
+			if (session->discarding_line)
+				return 0;
+			session->discarding_line = true;
+			return -1;
+		}
+		size_t line_len = (size_t)eol.pos;
+		if (session->discarding_line) {
+			/* the tail of a line already answered with -ERR */
+			evbuffer_drain(in, line_len + eol_len);
+			session->discarding_line = false;
+			continue;
+		}
+		size_t content_len = line_len;
+		if (line_len > 0) {
+			char last;
+			struct evbuffer_ptr before;
+			evbuffer_ptr_set(in, &before, line_len - 1, EVBUFFER_PTR_SET);
+			evbuffer_copyout_from(in, &before, &last, 1);
+			if (last == '\r')
+				content_len--;
+		}
+		/* RFC 2449 §4: at most 255 octets including the CRLF */
+		if (content_len + 2 > POP3_MAX_LINE) {
+			evbuffer_drain(in, line_len + eol_len);
+			return -1;
+		}
+		evbuffer_remove(in, buf, content_len);
+		evbuffer_drain(in, line_len - content_len + eol_len);
+		buf[content_len] = '\0';
+		return 1;
 	}
-	size_t line_len = (size_t)eol.pos;
-	if (session->discarding_line) {
-		evbuffer_drain(in, line_len + eol_len);
-		session->discarding_line = false;
-		return 0;
-	}
-	if (line_len + 2 > POP3_MAX_LINE) {
-		evbuffer_drain(in, line_len + eol_len);
-		return -1;
-	}
-	evbuffer_remove(in, buf, line_len);
-	evbuffer_drain(in, eol_len);
-	if (line_len > 0 && buf[line_len - 1] == '\r')
-		line_len--;
-	buf[line_len] = '\0';
-	(void)size;
-	return 1;
 }
 
 /* Acts on a handler's outcome. Returns false when the session can take no more input now. */
@@ -273,7 +284,7 @@ static void pop3_session_run_input(struct pop3_session *session)
 				       pop3_output_len(session));
 		else if (pop3_output_len(session) >= POP3_OUTPUT_THROTTLE)
 			return;
-		int ret = pop3_session_read_line(session, line, sizeof(line));
+		int ret = pop3_session_read_line(session, line);
 		if (ret == 0)
 			break;
 		enum pop3_outcome outcome;

@@ -36,7 +36,7 @@
 
 /* One message of the snapshot, parallel to store_mailbox.messages. */
 struct maildir_file {
-	char *name;      /* current name in cur/; changes when flags are renamed */
+	char *name;	 /* current name in cur/; changes when flags are renamed */
 	size_t base_len; /* length of the base name: the part of name before ':' */
 };
 
@@ -49,7 +49,7 @@ struct maildir_mailbox {
 	int lock_fd;
 	struct uidlist *uidlist;
 	struct maildir_file *files; /* box.count of them, in box.messages order */
-	size_t *by_name;            /* indexes into files sorted by base name; built on first use */
+	size_t *by_name;	    /* indexes into files sorted by base name; built on first use */
 };
 
 /* The maildir backend's reader; other backends define their own struct store_reader. */
@@ -62,7 +62,7 @@ struct maildir_found {
 	char *name;
 	size_t base_len;
 	uint32_t uid;
-	uint64_t size;      /* as RETR sends it */
+	uint64_t size;	    /* as RETR sends it */
 	uint64_t file_size; /* octets on disk, as far as the name, the index or stat() tell */
 };
 
@@ -70,8 +70,8 @@ struct maildir_found {
 struct maildir_scan {
 	struct maildir_found *found;
 	size_t count;
-	bool index_changed;  /* save the index if possible */
-	bool uids_assigned;  /* new UIDs handed out: the index must be saved before they are shown */
+	bool index_changed; /* save the index if possible */
+	bool uids_assigned; /* new UIDs handed out: the index must be saved before they are shown */
 };
 
 static const char *maildir_name_info(const char *name)
@@ -112,7 +112,8 @@ static bool maildir_name_get_size(const char *name, size_t base_len, char key, u
 		size_t j = i + 3;
 		for (; j < base_len && name[j] >= '0' && name[j] <= '9'; j++) {
 			if (value > (UINT64_MAX - 10) / 10)
-				return false; /* no real size; also keeps clear of UIDLIST_SIZE_UNKNOWN */
+				return false; /* no real size; also keeps clear of
+						 UIDLIST_SIZE_UNKNOWN */
 			value = value * 10 + (uint64_t)(name[j] - '0');
 		}
 		if (j == i + 3 || (j < base_len && name[j] != ','))
@@ -234,8 +235,9 @@ static void maildir_scan_drop_duplicates(struct maildir_mailbox *mbox, struct ma
 	qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found);
 	for (size_t i = 0; i < scan->count; i++) {
 		struct maildir_found *f = &scan->found[i];
-		if (out > 0 && maildir_cmp_base(scan->found[out - 1].name, scan->found[out - 1].base_len,
-						f->name, f->base_len) == 0) {
+		if (out > 0 &&
+		    maildir_cmp_base(scan->found[out - 1].name, scan->found[out - 1].base_len,
+				     f->name, f->base_len) == 0) {
 			log_warn("maildir_duplicate", "path=%s file=%s", log_quote(mbox->cur_path),
 				 log_quote(f->name));
 			free(f->name);
@@ -299,8 +301,8 @@ static int maildir_file_open(struct maildir_mailbox *mbox, const char *name)
 	return fd;
 }
 
-static int maildir_size_count(struct maildir_mailbox *mbox, const char *name,
-			      uint64_t *file_size_r, uint64_t *crlf_size_r)
+static int maildir_size_count(struct maildir_mailbox *mbox, const char *name, uint64_t *file_size_r,
+			      uint64_t *crlf_size_r)
 {
 	int fd = maildir_file_open(mbox, name);
 
@@ -524,6 +526,8 @@ static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_pa
 	return ret;
 }
 
+/* No fsync of new/ or cur/ here: after a crash a message is in one or the other, and in either it
+ * is found under the same base name and so keeps its UID. */
 static int maildir_new_move_all(struct maildir_mailbox *mbox, enum store_error *kind_r,
 				char **error_r)
 {
@@ -595,7 +599,8 @@ static int maildir_lock(struct maildir_mailbox *mbox, enum store_error *kind_r, 
 	} else if (flock(mbox->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK) {
 			*kind_r = STORE_ERROR_IN_USE;
-			*error_r = xasprintf("%s: mailbox is locked by another session", mbox->path);
+			*error_r =
+			    xasprintf("%s: mailbox is locked by another session", mbox->path);
 			ret = -1;
 		} else {
 			ret = maildir_fail_errno("flock", lock_path, kind_r, error_r);
@@ -808,8 +813,8 @@ struct maildir_commit {
 
 static void maildir_commit_fail(struct maildir_commit *commit, const char *call, const char *name)
 {
-	char *error = xasprintf("%s(%s/%s): %s", call, commit->mbox->cur_path, name,
-				strerror(errno));
+	char *error =
+	    xasprintf("%s(%s/%s): %s", call, commit->mbox->cur_path, name, strerror(errno));
 
 	log_warn("maildir_commit_failed", "error=%s", log_quote(error));
 	if (commit->failures++ == 0)
@@ -908,7 +913,7 @@ static void maildir_commit_index(struct maildir_commit *commit, size_t unlinked)
 		if (!commit->unlinked[i])
 			continue;
 		struct uidlist_entry *entry =
-			uidlist_lookup(mbox->uidlist, mbox->files[i].name, mbox->files[i].base_len);
+		    uidlist_lookup(mbox->uidlist, mbox->files[i].name, mbox->files[i].base_len);
 		if (entry != NULL)
 			entry->present = false;
 	}
@@ -943,19 +948,19 @@ static int maildir_commit_run(struct store_mailbox *box, const struct store_chan
 		return 0;
 	*kind_r = STORE_ERROR_TEMP;
 	*error_r = commit.failures == 1 ? commit.first_error
-					: xasprintf("%s (and %zu more failures)", commit.first_error,
-						    commit.failures - 1);
+					: xasprintf("%s (and %zu more failures)",
+						    commit.first_error, commit.failures - 1);
 	if (commit.failures > 1)
 		free(commit.first_error);
 	return -1;
 }
 
 const struct store_backend store_backend_maildir = {
-	.name = "maildir",
-	.open = maildir_open,
-	.read_open = maildir_read_open,
-	.read = maildir_read,
-	.read_close = maildir_read_close,
-	.commit = maildir_commit_run,
-	.close = maildir_close,
+    .name = "maildir",
+    .open = maildir_open,
+    .read_open = maildir_read_open,
+    .read = maildir_read,
+    .read_close = maildir_read_close,
+    .commit = maildir_commit_run,
+    .close = maildir_close,
 };

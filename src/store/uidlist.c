@@ -35,8 +35,8 @@
 #include "core/util.h"
 #include "store/uidlist.h"
 
-#define UIDLIST_VERSION 1
-#define UIDLIST_HEADER_WORD "buzon-uidlist"
+#define UIDLIST_VERSION	     1
+#define UIDLIST_HEADER_WORD  "buzon-uidlist"
 #define UIDLIST_TRAILER_WORD "end"
 
 /* An index of a million messages is about 100 MB; anything far larger is not an index we wrote,
@@ -161,7 +161,8 @@ static int uidlist_parse_bounds(const char *line, const char *end, const char *w
 	if (uidlist_parse_space(&p, end) < 0 ||
 	    uidlist_parse_number(&p, end, 1, UINT32_MAX, &uidvalidity) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 ||
-	    uidlist_parse_number(&p, end, 1, (uint64_t)UIDLIST_UID_MAX + 1, &bounds_r->next_uid) < 0)
+	    uidlist_parse_number(&p, end, 1, (uint64_t)UIDLIST_UID_MAX + 1, &bounds_r->next_uid) <
+		0)
 		return -1;
 	bounds_r->count = 0;
 	if (with_count && (uidlist_parse_space(&p, end) < 0 ||
@@ -199,8 +200,7 @@ static int uidlist_parse_entry(struct uidlist *list, const char *line, const cha
 	if (uidlist_parse_number(&p, end, 1, UIDLIST_UID_MAX, &uid) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &crlf_size) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &file_size) < 0 ||
-	    uidlist_parse_space(&p, end) < 0 ||
-	    !uidlist_basename_valid(p, (size_t)(end - p)))
+	    uidlist_parse_space(&p, end) < 0 || !uidlist_basename_valid(p, (size_t)(end - p)))
 		return -1;
 	uidlist_append_entry(list, (uint32_t)uid, crlf_size, file_size, p, (size_t)(end - p));
 	return 0;
@@ -307,11 +307,11 @@ struct uidlist_parser {
 static void uidlist_parse_line(struct uidlist_parser *parser, const char *line, const char *end,
 			       bool first, bool last)
 {
-	if (first && uidlist_parse_bounds(line, end, UIDLIST_HEADER_WORD, false,
-					  &parser->header) == 0)
+	if (first &&
+	    uidlist_parse_bounds(line, end, UIDLIST_HEADER_WORD, false, &parser->header) == 0)
 		return;
-	if (last && uidlist_parse_bounds(line, end, UIDLIST_TRAILER_WORD, true,
-					 &parser->trailer) == 0)
+	if (last &&
+	    uidlist_parse_bounds(line, end, UIDLIST_TRAILER_WORD, true, &parser->trailer) == 0)
 		return;
 	if (uidlist_parse_entry(parser->list, line, end) == 0)
 		parser->lines++;
@@ -344,7 +344,7 @@ struct uidlist *uidlist_parse(const char *data, size_t len, bool *damaged_r)
 /* ---- formatting and saving ---- */
 
 static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
 {
@@ -539,8 +539,9 @@ int uidlist_load(const char *path, struct uidlist **list_r, bool *damaged_r, cha
 	*list_r = uidlist_parse(data, len, damaged_r);
 	free(data);
 	if ((*list_r)->uidvalidity == 0) {
-		/* Both header and trailer are gone: every UIDL changes, which makes clients download
-		 * everything again, but that is safer than guessing and matching old UIDLs. */
+		/* Both header and trailer are gone: every UIDL changes, which makes clients
+		 * download everything again, but that is safer than guessing and matching old
+		 * UIDLs. */
 		(*list_r)->uidvalidity = uidlist_uidvalidity_now();
 		*damaged_r = true;
 	}
@@ -576,8 +577,7 @@ struct uidlist_entry *uidlist_lookup(struct uidlist *list, const char *basename,
 		qsort(list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_name);
 		list->sorted_by_name = true;
 	}
-	return bsearch(&key, list->entries, list->count, sizeof(list->entries[0]),
-		       uidlist_cmp_key);
+	return bsearch(&key, list->entries, list->count, sizeof(list->entries[0]), uidlist_cmp_key);
 }
 
 int uidlist_add(struct uidlist *list, const char *basename, size_t len, uint64_t crlf_size,

@@ -30,10 +30,10 @@
 
 struct uidlist_entry {
 	uint32_t uid;
-	bool present;       /* set by the caller; uidlist_sweep() drops entries where it is false */
+	bool present;	    /* set by the caller; uidlist_sweep() drops entries where it is false */
 	uint64_t crlf_size; /* size as RETR sends it, or UIDLIST_SIZE_UNKNOWN */
 	uint64_t file_size; /* size of the file that crlf_size was computed for, or UNKNOWN */
-	char *basename;     /* owned by the list */
+	char *basename;	    /* owned by the list */
 };
 
 struct uidlist {

@@ -90,8 +90,7 @@ static void test_retr_plain_crlf(void **state)
 
 static void test_retr_bare_lf(void **state)
 {
-	check_encoding("Subject: x\n\nbody\nmore\n", -1,
-		       "Subject: x\r\n\r\nbody\r\nmore\r\n.\r\n");
+	check_encoding("Subject: x\n\nbody\nmore\n", -1, "Subject: x\r\n\r\nbody\r\nmore\r\n.\r\n");
 }
 
 static void test_retr_mixed_line_ends(void **state)
@@ -267,9 +266,11 @@ static void test_random_inputs(void **state)
 		assert_memory_equal(bytes.data, whole.data, whole.len);
 		free(bytes.data);
 		if (top < 0) {
-			/* Output = size + stuffing + a CRLF if the message lacked a final LF + ".\r\n" */
+			/* Output = size + stuffing + a CRLF if the message lacked a final LF +
+			 * ".\r\n" */
 			bool ends_lf = len == 0 || in[len - 1] == '\n';
-			size_t expected = store_size_of(in, len) + stuffed_dots_in(whole.data, whole.len) +
+			size_t expected = store_size_of(in, len) +
+					  stuffed_dots_in(whole.data, whole.len) +
 					  (ends_lf ? 0 : 2) + 3;
 			assert_int_equal(whole.len, expected);
 		}
@@ -280,23 +281,23 @@ static void test_random_inputs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_retr_plain_crlf),
-		cmocka_unit_test(test_retr_bare_lf),
-		cmocka_unit_test(test_retr_mixed_line_ends),
-		cmocka_unit_test(test_retr_dot_lines),
-		cmocka_unit_test(test_retr_lone_cr),
-		cmocka_unit_test(test_retr_no_final_newline),
-		cmocka_unit_test(test_retr_empty),
-		cmocka_unit_test(test_retr_large_run),
-		cmocka_unit_test(test_top_zero),
-		cmocka_unit_test(test_top_n),
-		cmocka_unit_test(test_top_larger_than_body),
-		cmocka_unit_test(test_top_no_blank_line),
-		cmocka_unit_test(test_top_crlf_blank_line),
-		cmocka_unit_test(test_top_cr_line_is_not_blank),
-		cmocka_unit_test(test_top_empty_headers),
-		cmocka_unit_test(test_top_dot_in_headers_and_body),
-		cmocka_unit_test(test_random_inputs),
+	    cmocka_unit_test(test_retr_plain_crlf),
+	    cmocka_unit_test(test_retr_bare_lf),
+	    cmocka_unit_test(test_retr_mixed_line_ends),
+	    cmocka_unit_test(test_retr_dot_lines),
+	    cmocka_unit_test(test_retr_lone_cr),
+	    cmocka_unit_test(test_retr_no_final_newline),
+	    cmocka_unit_test(test_retr_empty),
+	    cmocka_unit_test(test_retr_large_run),
+	    cmocka_unit_test(test_top_zero),
+	    cmocka_unit_test(test_top_n),
+	    cmocka_unit_test(test_top_larger_than_body),
+	    cmocka_unit_test(test_top_no_blank_line),
+	    cmocka_unit_test(test_top_crlf_blank_line),
+	    cmocka_unit_test(test_top_cr_line_is_not_blank),
+	    cmocka_unit_test(test_top_empty_headers),
+	    cmocka_unit_test(test_top_dot_in_headers_and_body),
+	    cmocka_unit_test(test_random_inputs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

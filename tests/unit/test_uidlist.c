@@ -75,8 +75,9 @@ static void test_round_trip(void **state)
 
 	assert_int_equal(uidlist_add(list, "1700.M1P1.h,S=10,W=11", 21, 11, 10, &uid), 0);
 	assert_int_equal(uid, 1);
-	assert_int_equal(uidlist_add(list, "1700.M2P1.h", 11, UIDLIST_SIZE_UNKNOWN,
-				     UIDLIST_SIZE_UNKNOWN, &uid), 0);
+	assert_int_equal(
+	    uidlist_add(list, "1700.M2P1.h", 11, UIDLIST_SIZE_UNKNOWN, UIDLIST_SIZE_UNKNOWN, &uid),
+	    0);
 	assert_int_equal(uid, 2);
 	assert_int_equal(uidlist_add(list, "a", 1, 0, 0, &uid), 0);
 	assert_int_equal(uidlist_save(list, fx->path, &error), 0);
@@ -356,7 +357,7 @@ static void test_uid_space_exhausted(void **state)
 	bool damaged;
 	uint32_t uid;
 	struct uidlist *list =
-		parse_str("buzon-uidlist 1 5 4294967295\nend 5 4294967295 0\n", &damaged);
+	    parse_str("buzon-uidlist 1 5 4294967295\nend 5 4294967295 0\n", &damaged);
 
 	assert_false(damaged);
 	assert_int_equal(uidlist_add(list, "a", 1, 1, 1, &uid), 0);
@@ -473,23 +474,23 @@ static void test_parse_garbage_never_crashes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unreadable_path, setup, teardown),
-		cmocka_unit_test(test_damaged_lines),
-		cmocka_unit_test(test_truncated_file),
-		cmocka_unit_test(test_header_recovered_from_trailer),
-		cmocka_unit_test_setup_teardown(test_both_bounds_lost, setup, teardown),
-		cmocka_unit_test(test_next_uid_above_max),
-		cmocka_unit_test_setup_teardown(test_uids_never_reused, setup, teardown),
-		cmocka_unit_test(test_duplicates),
-		cmocka_unit_test(test_trailer_mismatch),
-		cmocka_unit_test(test_bad_header_values),
-		cmocka_unit_test(test_uid_space_exhausted),
-		cmocka_unit_test(test_lookup_many),
-		cmocka_unit_test(test_basename_valid),
-		cmocka_unit_test_setup_teardown(test_save_replaces_atomically, setup, teardown),
-		cmocka_unit_test(test_parse_garbage_never_crashes),
+	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unreadable_path, setup, teardown),
+	    cmocka_unit_test(test_damaged_lines),
+	    cmocka_unit_test(test_truncated_file),
+	    cmocka_unit_test(test_header_recovered_from_trailer),
+	    cmocka_unit_test_setup_teardown(test_both_bounds_lost, setup, teardown),
+	    cmocka_unit_test(test_next_uid_above_max),
+	    cmocka_unit_test_setup_teardown(test_uids_never_reused, setup, teardown),
+	    cmocka_unit_test(test_duplicates),
+	    cmocka_unit_test(test_trailer_mismatch),
+	    cmocka_unit_test(test_bad_header_values),
+	    cmocka_unit_test(test_uid_space_exhausted),
+	    cmocka_unit_test(test_lookup_many),
+	    cmocka_unit_test(test_basename_valid),
+	    cmocka_unit_test_setup_teardown(test_save_replaces_atomically, setup, teardown),
+	    cmocka_unit_test(test_parse_garbage_never_crashes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
