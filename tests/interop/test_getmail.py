@@ -2,16 +2,30 @@
 a second run that finds nothing new, then a run that deletes."""
 
 import os
+import pwd
 
 from buzontest import make_message
 from clientlib import MESSAGES, check_delivered, make_out_maildir, need, read_maildir, run, seed
 
 
 def _setup(srv, tmp, delete=False):
+    # Under the server's directory (0755 when running as root), so that getmail's delivery user
+    # can reach it; pytest's tmp_path is private to root.
+    tmp = os.path.join(srv.base, "getmail")
+    os.makedirs(tmp, exist_ok=True)
     out = make_out_maildir(os.path.join(tmp, "getmail-out"))
     gdir = os.path.join(tmp, "getmail-dir")
     os.makedirs(gdir, exist_ok=True)
     rc = os.path.join(gdir, "getmailrc")
+    user_line = ""
+    if os.geteuid() == 0:
+        # getmail refuses to deliver to a Maildir as root; it delivers as this user instead.
+        user = os.environ.get("BUZON_TEST_USER", "nobody")
+        pw = pwd.getpwnam(user)
+        for sub in ("", "new", "cur", "tmp"):
+            os.chown(os.path.join(out, sub), pw.pw_uid, pw.pw_gid)
+        os.chmod(tmp, 0o755)
+        user_line = "user = %s\n" % user
     with open(rc, "w") as f:
         f.write(
             "[retriever]\n"
@@ -25,13 +39,14 @@ def _setup(srv, tmp, delete=False):
             "[destination]\n"
             "type = Maildir\n"
             "path = %s/\n"
+            "%s"
             "\n"
             "[options]\n"
             "verbose = 1\n"
             "read_all = false\n"
             "delete = %s\n"
             "received = false\n"
-            "delivered_to = false\n" % (srv.port, out, "true" if delete else "false")
+            "delivered_to = false\n" % (srv.port, out, user_line, "true" if delete else "false")
         )
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=tmp)
