@@ -322,8 +322,9 @@ static bool maildir_cache_usable(const struct uidlist_entry *cached, uint64_t fi
 }
 
 /* Finds the RETR size of a message, touching the disk as little as possible: a cached size for
- * the S= in the name needs no syscall; W= is believed only after stat() confirms S=; otherwise a
- * cached size for the stat() size, and as a last resort reading the file. *cache_stale_r tells
+ * the S= in the name (or for a name without S=) needs no syscall; W= is believed only after
+ * stat() confirms S=; otherwise a cached size for the stat() size, and as a last resort reading
+ * the file. *cache_stale_r tells
  * whether the cache needs updating. Fills f->size and f->file_size; returns -1 with errno set. */
 static int maildir_size_find(struct maildir_mailbox *mbox, struct maildir_found *f,
 			     const struct uidlist_entry *cached, bool *cache_stale_r)
@@ -337,6 +338,15 @@ static int maildir_size_find(struct maildir_mailbox *mbox, struct maildir_found 
 	if (has_s && maildir_cache_usable(cached, s_size)) {
 		f->size = cached->crlf_size;
 		f->file_size = s_size;
+		return 0;
+	}
+	/* Maildir message files are never rewritten in place (a change makes a new file with a new
+	 * base name), so a size cached for this base name holds without a stat() per message: this
+	 * keeps a warm open of a big mailbox at readdir speed. */
+	if (!has_s && cached != NULL && cached->crlf_size != UIDLIST_SIZE_UNKNOWN &&
+	    cached->file_size != UIDLIST_SIZE_UNKNOWN) {
+		f->size = cached->crlf_size;
+		f->file_size = cached->file_size;
 		return 0;
 	}
 	if (fstatat(mbox->cur_fd, f->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
