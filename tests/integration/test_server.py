@@ -50,21 +50,51 @@ def test_many_connections_two_workers(make_server):
         c.quit()
 
 
+def _connect_procs(srv):
+    return set(re.findall(r"proc=(pop3/\d+) event=connect", srv.stderr_text()))
+
+
 def test_in_use_across_workers(make_server):
     srv = make_server(workers=2)
     srv.deliver(b"Subject: x\n\nx\n")
-    conns = [srv.connect() for _ in range(12)]
-    conns[0].login()
-    for c in conns[1:]:
+    holder = srv.login()
+    holder_procs = _connect_procs(srv)
+    # Open connections until the log shows that both workers have taken some (SO_REUSEPORT-style
+    # distribution is random), then every one of them must see the lock.
+    conns = []
+    for _ in range(64):
+        c = srv.connect()
+        assert c.greeting.startswith("+OK"), c.greeting
+        conns.append(c)
+        if len(conns) >= 4 and len(_connect_procs(srv)) >= 2:
+            break
+    assert len(_connect_procs(srv)) >= 2, "connections never reached the second worker: %r" % _connect_procs(srv)
+    for c in conns:
         c.ok("USER demo")
         r = c.cmd("PASS secret")
         assert r.startswith("-ERR [IN-USE]"), r
-    conns[0].quit()
-    for c in conns[1:]:
+    holder.quit()
+    conns[-1].login()
+    conns[-1].quit()
+    for c in conns:
         c.close()
-    # The log shows which workers took the connections; with two workers both should have worked.
-    procs = set(re.findall(r"proc=(pop3/\d+)", srv.stderr_text()))
-    assert procs, "no proc=pop3/N in the log"
+    assert holder_procs
+
+
+def test_no_password_in_logs(make_server):
+    srv = make_server(users=[("demo", "Secr3tPassw0rd")])
+    c = srv.connect()
+    c.ok("USER demo")
+    c.err("PASS Wr0ngPassw0rdXyz")
+    c.ok("USER nosuchuser")
+    c.err("PASS An0therWr0ngOne")
+    c.login("demo", "Secr3tPassw0rd")
+    c.quit()
+    srv.stop()
+    log = srv.stderr_text()
+    for pw in ("Secr3tPassw0rd", "Wr0ngPassw0rdXyz", "An0therWr0ngOne"):
+        assert pw not in log, "password %r written to the log" % pw
+    assert re.search(r"^ts=\S+ level=info proc=pop3/\d+ event=login .*user=demo", log, re.M), log
 
 
 def test_workers_auto(make_server):

@@ -275,3 +275,51 @@ def test_failed_deletion_reports_sys_temp_as_root(server):
     r = c.cmd("QUIT")
     assert r.startswith("-ERR [SYS/TEMP]"), r
     c.close()
+
+
+def _big(n_lines=300000):
+    return b"Subject: big\n\n" + b"0123456789abcdefghijklmnopqrstuvwxyz.0123456789abcdefghijklmnopqrstuvwxyz\n" * n_lines
+
+
+def test_sigterm_while_client_does_not_read_big_retr(server):
+    # A client that stops reading in the middle of a 22 MB RETR must not keep the server from stopping.
+    server.deliver(_big())
+    c = server.login()
+    c.send(b"RETR 1\r\n")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    server.stop()  # exit 0 within 10 s
+    assert time.monotonic() - t0 < 10
+    c.close()
+    assert len(server.files()) == 1
+
+
+def test_client_disconnects_mid_retr(server):
+    server.deliver(_big())
+    server.deliver(b"Subject: small\n\nsmall\n")
+    for _ in range(3):
+        c = server.login() if _ == 0 else wait_until(lambda: _try_login(server), 5)
+        assert c
+        c.send(b"RETR 1\r\n")
+        c._fill()
+        c.sock.close()
+    c = wait_until(lambda: _try_login(server), 5)
+    assert c, "lock not released after disconnects mid-RETR"
+    assert c.retr(2) == b"Subject: small\r\n\r\nsmall\r\n"
+    c.quit()
+
+
+def test_message_removed_behind_our_back(server):
+    b1 = server.deliver(b"Subject: 1\n\none\n")
+    server.deliver(b"Subject: 2\n\ntwo\n")
+    c = server.login()
+    os.unlink(server.files()[b1][2])
+    r = c.cmd("RETR 1")
+    assert r.startswith("-ERR"), r
+    # the session goes on
+    assert c.retr(2) == b"Subject: 2\r\n\r\ntwo\r\n"
+    c.ok("DELE 1")
+    c.ok("DELE 2")
+    r = c.cmd("QUIT")
+    assert r.startswith("+OK") or r.startswith("-ERR [SYS/TEMP]"), r
+    assert server.files() == {}

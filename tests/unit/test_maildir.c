@@ -416,16 +416,22 @@ static void test_sizes(void **state)
 	assert_int_equal(size_of_only_message(fx), 0);
 }
 
-static void test_size_cache_follows_file(void **state)
+static void test_size_cache_per_base_name(void **state)
 {
 	struct fixture *fx = *state;
 
-	/* A file rewritten in place (not something Maildir writers do) changes size: the cache
-	 * keyed by file size notices. */
+	/* Maildir files are immutable: the size cached for a base name is used without a stat()
+	 * (a warm open of a big mailbox reads no inode), and a changed message arrives under a new
+	 * base name, which is sized afresh. */
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "a\n");
 	assert_int_equal(size_of_only_message(fx), 3);
 	put_message(fx, "cur", "1.M1.h:2,", "a\nbb\n");
+	assert_int_equal(size_of_only_message(fx), 3);
+	char *path = path_in(fx, "cur", "1.M1.h:2,");
+	assert_int_equal(unlink(path), 0);
+	free(path);
+	put_message(fx, "cur", "2.M1.h:2,", "a\nbb\n");
 	assert_int_equal(size_of_only_message(fx), 7);
 }
 
@@ -871,7 +877,7 @@ int main(void)
 	    T(test_uidls_stable),
 	    T(test_deleted_uid_not_reused),
 	    T(test_sizes),
-	    T(test_size_cache_follows_file),
+	    T(test_size_cache_per_base_name),
 	    T(test_total_size),
 	    T(test_lock),
 	    T(test_commit_deletes_and_marks_seen),
