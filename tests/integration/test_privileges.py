@@ -66,8 +66,9 @@ def test_children_drop_to_server_user(server):
     kids = wait_until(lambda: len(children_of(master)) >= 2 and children_of(master), 5)
     assert kids and len(kids) == 2, kids  # one worker (workers = 1) and the auth process
     assert status_field(master, "Uid")[0] == "0"  # the master keeps root to restart children
-    roles = sorted(role_of(k) for k in kids)
-    assert roles == ["auth", "pop3"], roles
+    # the auth process starts its hashing threads after making its dummy hash
+    roles = wait_until(lambda: sorted(role_of(k) for k in kids) == ["auth", "pop3"], 5)
+    assert roles, sorted(role_of(k) for k in kids)
     for k in kids:
         uids = status_field(k, "Uid")
         assert all(int(u) == nobody for u in uids), (k, uids)
@@ -94,6 +95,7 @@ def test_ordinary_user_runs_as_itself(make_server):
             assert int(status_field(pid, "Uid")[0]) == nobody.pw_uid
         srv.proc = proc
         srv.wait_ready()
+        assert wait_until(lambda: sorted(role_of(k) for k in kids) == ["auth", "pop3"], 5)
         # the auth process is not dumpable (its /proc files turn root's), so a worker of the
         # same user cannot ptrace it or read its memory; the worker is an ordinary process
         for pid in kids:
