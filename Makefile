@@ -63,11 +63,15 @@ check-tree: all $(UNIT_BIN)
 # ASan and UBSan stop at the first error; leaks are reported when each process exits.
 check-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-		$(MAKE) SANITIZE=1 check-tree
+		$(MAKE) --no-print-directory SANITIZE=1 check-tree
 
 # The whole suite, then the same suite against the sanitizer build.
 check:
-	@status=0; $(MAKE) check-tree || status=1; $(MAKE) check-asan || status=1; exit $$status
+	@summary=$$(mktemp); status=0; \
+	CHECK_SUMMARY=$$summary $(MAKE) --no-print-directory check-tree || status=1; \
+	CHECK_SUMMARY=$$summary $(MAKE) --no-print-directory check-asan || status=1; \
+	awk '{p += $$1; f += $$2} END {printf "total: %d passed, %d failed\n", p, f}' $$summary; \
+	rm -f $$summary; exit $$status
 
 run:
 	./scripts/install-deps.sh build

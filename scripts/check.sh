@@ -48,4 +48,6 @@ fi
 rm -f "$report"
 
 echo "$label: $passed passed, $failed failed"
+# `make check` adds the trees up into one closing line
+[ -n "${CHECK_SUMMARY:-}" ] && echo "$passed $failed" >>"$CHECK_SUMMARY"
 [ "$failed" -eq 0 ]

@@ -212,6 +212,7 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 			       kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
 		return POP3_OUTCOME_CLOSE;
 	}
+	session->committed_deletions = session->deleted_count;
 	pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
 		      session->deleted_count, live);
 	return POP3_OUTCOME_CLOSE;

@@ -145,11 +145,7 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 		log_info("logout", "session=%s user=%s ip=%s reason=%s commands=%u retrieved=%u "
 				   "deleted=%zu",
 			 session->id, log_quote(session->login_user), session->ip, reason,
-			 session->commands, session->retrieved_count,
-			 session->closing && session->close_reason != NULL &&
-				 strcmp(session->close_reason, "quit") == 0
-			     ? session->deleted_count
-			     : (size_t)0);
+			 session->commands, session->retrieved_count, session->committed_deletions);
 	else
 		log_debug("disconnect", "session=%s ip=%s reason=%s commands=%u", session->id,
 			  session->ip, reason, session->commands);
@@ -202,7 +198,8 @@ void pop3_session_close_later(struct pop3_session *session, const char *reason)
 }
 
 /* Reads the next complete line into buf (CR and LF stripped). Returns 1 for a line, 0 if none is
- * complete yet, -1 if the line was too long (the caller replies -ERR once per long line). */
+ * complete yet, -1 if the line was too long (the caller replies -ERR once per long line), -2 if
+ * it held a NUL byte (which would cut a C string short: "USER demo\0junk" must not be "demo"). */
 static int pop3_session_read_line(struct pop3_session *session, char *buf)
 {
 	struct evbuffer *in = bufferevent_get_input(session->bev);
@@ -246,7 +243,7 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 		evbuffer_remove(in, buf, content_len);
 		evbuffer_drain(in, line_len - content_len + eol_len);
 		buf[content_len] = '\0';
-		return 1;
+		return memchr(buf, '\0', content_len) != NULL ? -2 : 1;
 	}
 }
 
@@ -295,8 +292,12 @@ static void pop3_session_run_input(struct pop3_session *session)
 		if (ret == 0)
 			break;
 		enum pop3_outcome outcome;
-		if (ret < 0) {
+		if (ret == -1) {
 			pop3_reply_err(session, "Line too long (at most %d octets)", POP3_MAX_LINE);
+			outcome = POP3_OUTCOME_BAD;
+		} else if (ret == -2) {
+			sodium_memzero(line, sizeof(line));
+			pop3_reply_err(session, "NUL bytes are not allowed in commands");
 			outcome = POP3_OUTCOME_BAD;
 		} else {
 			session->commands++;

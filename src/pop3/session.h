@@ -64,6 +64,7 @@ struct pop3_session {
 	bool *retrieved;
 	size_t deleted_count;
 	uint64_t deleted_size;
+	size_t committed_deletions; /* removed by a successful QUIT, for the log */
 	unsigned int retrieved_count;
 	uint64_t bytes_sent_at_login;
 

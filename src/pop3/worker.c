@@ -19,12 +19,29 @@ static void pop3_worker_accept(struct evconnlistener *listener, evutil_socket_t 
 	(void)pop3_session_create(arg, fd, addr, addr_len);
 }
 
+/* How long accepting pauses after accept() fails for lack of descriptors or memory. */
+#define POP3_ACCEPT_PAUSE_MS 100
+
+static void pop3_worker_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_worker *worker = arg;
+
+	for (size_t i = 0; i < worker->listener_count; i++)
+		evconnlistener_enable(worker->listeners[i]);
+}
+
 static void pop3_worker_accept_error(struct evconnlistener *listener, void *arg)
 {
+	struct pop3_worker *worker = arg;
 	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval pause = {.tv_usec = POP3_ACCEPT_PAUSE_MS * 1000};
 
-	/* EMFILE and friends pass; libevent retries on the next readiness */
+	/* With EMFILE the pending connection stays queued and the socket stays readable: pause
+	 * instead of spinning on accept() errors. */
 	log_error("accept_failed", "error=%s", log_quote(evutil_socket_error_to_string(err)));
+	for (size_t i = 0; i < worker->listener_count; i++)
+		evconnlistener_disable(worker->listeners[i]);
+	evtimer_add(worker->accept_resume, &pause);
 }
 
 static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
@@ -56,6 +73,7 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	signal(SIGHUP, SIG_IGN);
 	worker.implementation = xasprintf("buzon %s", BUZON_VERSION);
 	worker.auth = auth_client_create(worker.base, auth_fd);
+	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);
 
 	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
 	struct event *sigint = evsignal_new(worker.base, SIGINT, pop3_worker_stop, &worker);
@@ -82,6 +100,7 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 		evconnlistener_free(worker.listeners[i]);
 	free(worker.listeners);
 	auth_client_destroy(&worker.auth);
+	event_free(worker.accept_resume);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(worker.base);

@@ -25,6 +25,7 @@ struct pop3_worker {
 	unsigned int session_count;
 	uint64_t next_session_number;
 	char *implementation; /* CAPA IMPLEMENTATION text */
+	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
 };
 
 /* Runs the worker until SIGTERM/SIGINT, then drops every session without committing. Takes

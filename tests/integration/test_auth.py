@@ -188,3 +188,20 @@ def test_yescrypt_user_login(make_server):
     c.ok("USER ycuser")
     c.ok("PASS s3cret-pass")
     c.quit()
+
+
+@pytest.mark.parametrize("user_line,pass_line", [
+    (b"USER demo\x00junk", b"PASS secret"),
+    (b"USER demo", b"PASS secret\x00junk"),
+    (b"USER demo\x00", b"PASS secret"),
+])
+def test_nul_byte_does_not_truncate_credentials(server, user_line, pass_line):
+    # A NUL inside a line must not cut the user name or the password short (C string truncation).
+    c = server.connect()
+    c.send(user_line + b"\r\n")
+    c.readline()
+    r = c.cmd(pass_line)
+    assert not r.startswith("+OK"), "%r / %r logged in as demo: %r" % (user_line, pass_line, r)
+    c.err("STAT")
+    c.login()
+    c.quit()

@@ -100,3 +100,19 @@ def test_user_add_bad_scheme(tmp_path):
     assert r.returncode != 0
     r = srv.cli("user", "list", "-c", srv.conf)
     assert "x" not in r.stdout.decode().split()
+
+
+def test_user_add_rejects_unsafe_names_and_passwords(tmp_path):
+    srv = _srv(tmp_path)
+    srv.add_user("good", "pw")
+    with open(srv.settings["auth"]["passwd_file"], "rb") as f:
+        before = f.read()
+    for name in ("a:b", "x\ny", "../../etc", "a/b", ""):
+        r = srv.cli("user", "add", "-c", srv.conf, "--scheme", "PLAIN", "--password-stdin", name, stdin="pw\n")
+        assert r.returncode != 0, "user name %r accepted" % name
+    for pw in ("", "p:w", "p\x01w"):
+        r = srv.cli("user", "add", "-c", srv.conf, "--scheme", "PLAIN", "--password-stdin", "newuser",
+                    stdin=pw + "\n")
+        assert r.returncode != 0, "PLAIN password %r accepted" % pw
+    with open(srv.settings["auth"]["passwd_file"], "rb") as f:
+        assert f.read() == before

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from buzontest import dotstuff, retr_expected
 
 
@@ -95,8 +97,9 @@ def test_default_bad_command_limit_is_ten(server):
     c.expect_closed(5)
 
 
-def test_prelogin_limit_per_ip(make_server):
-    srv = make_server(settings={"pop3": {"max_prelogin_per_ip": "3"}})
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prelogin_limit_per_ip(make_server, workers):
+    srv = make_server(settings={"pop3": {"max_prelogin_per_ip": "3"}}, workers=workers)
     held = [srv.connect() for _ in range(3)]
     for h in held:
         assert h.greeting.startswith("+OK"), h.greeting
