@@ -120,15 +120,19 @@ static void master_free(struct master *master)
 	config_free(&master->config);
 }
 
-/* What a freshly forked child does first: forget the master's signal handling. */
+/* What a freshly forked child does first: forget the master's signal handling. SIGTERM and SIGINT
+ * stay blocked (pending, not lost) until the child has its own handlers in place, so a stop that
+ * arrives while a child starts cannot kill it half-way. */
 static void child_reset_signals(struct master *master)
 {
-	sigset_t none;
+	sigset_t stop_signals;
 
 	close(master->signal_fd);
 	signal(SIGCHLD, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigprocmask(SIG_SETMASK, &stop_signals, NULL);
 }
 
 static void master_close_listeners(struct master *master, int keep_row)
@@ -405,9 +409,10 @@ static int master_start(struct master *master)
 	for (size_t i = 0; i < master->config->listen_count; i++)
 		log_info("listening", "address=%s workers=%u", master->config->listens[i].text,
 			 master->worker_count);
-	/* the workers own the sockets now */
-	master_close_listeners(master, -1);
+	/* The master keeps its copies of the listening sockets: a restarted worker inherits the same
+	 * sockets, and connections that arrive meanwhile wait in their backlog. */
 	int status = master_loop(master);
+	master_close_listeners(master, -1);
 	close(master->signal_fd);
 	close(master->auth_control_fd);
 	return status;

@@ -79,6 +79,12 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	struct event *sigint = evsignal_new(worker.base, SIGINT, pop3_worker_stop, &worker);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
+	/* the master forks us with the stop signals blocked; our handlers are in place now */
+	sigset_t stop_signals;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
 
 	worker.listeners = xcalloc(listen_count, sizeof(*worker.listeners));
 	for (size_t i = 0; i < listen_count; i++) {
