@@ -86,7 +86,8 @@ static void auth_client_fail_all(evutil_socket_t fd, short what, void *arg)
 
 	for (size_t i = 0; i < AUTH_PENDING_BUCKETS; i++) {
 		while (client->buckets[i] != NULL) {
-			struct auth_pending *pending = auth_pending_take(client, client->buckets[i]->id);
+			struct auth_pending *pending =
+			    auth_pending_take(client, client->buckets[i]->id);
 			pending->callback(pending->context, AUTH_RESULT_TEMPFAIL, NULL, NULL);
 			free(pending);
 		}
@@ -174,7 +175,8 @@ struct auth_client *auth_client_create(struct event_base *base, int fd)
 
 	client->fd = fd;
 	client->next_id = 1;
-	client->read_event = event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
+	client->read_event =
+	    event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
 	client->write_event = event_new(base, fd, EV_WRITE, auth_client_writable, client);
 	client->fail_event = event_new(base, -1, 0, auth_client_fail_all, client);
 	if (client->read_event == NULL || client->write_event == NULL || client->fail_event == NULL)

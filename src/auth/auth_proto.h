@@ -18,7 +18,7 @@
 /* The largest datagram either side sends or accepts; user names and passwords fit in a POP3
  * command line (255 octets), a mailbox location in PATH_MAX. */
 #define AUTH_PROTO_MAX_MESSAGE 8192
-#define AUTH_PROTO_MAX_STRING 4096
+#define AUTH_PROTO_MAX_STRING  4096
 
 enum auth_msg_type {
 	AUTH_MSG_VERIFY_REQUEST = 1,
@@ -27,7 +27,7 @@ enum auth_msg_type {
 
 enum auth_result {
 	AUTH_RESULT_OK = 1,
-	AUTH_RESULT_FAIL = 2,     /* unknown user or wrong password: indistinguishable on purpose */
+	AUTH_RESULT_FAIL = 2,	  /* unknown user or wrong password: indistinguishable on purpose */
 	AUTH_RESULT_TEMPFAIL = 3, /* the user database could not be read */
 };
 

@@ -361,8 +361,9 @@ static void auth_server_start_threads(struct auth_server *server)
 {
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
-	server->thread_count = server->config->auth_threads != 0 ? server->config->auth_threads
-								  : (unsigned int)(cores > 0 ? cores : 2);
+	server->thread_count = server->config->auth_threads != 0
+				   ? server->config->auth_threads
+				   : (unsigned int)(cores > 0 ? cores : 2);
 	server->threads = xcalloc(server->thread_count, sizeof(*server->threads));
 	for (unsigned int i = 0; i < server->thread_count; i++) {
 		if (pthread_create(&server->threads[i], NULL, auth_thread_main, server) != 0)

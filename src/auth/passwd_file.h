@@ -4,7 +4,8 @@
  *
  * One user per line; "#" starts a comment line; blank lines are ignored; fields after the secret
  * are kept but ignored. Reading tolerates bad lines (reported, skipped); writing edits one line and
- * keeps every other line byte for byte, replacing the file atomically (temp file, fsync, rename). */
+ * keeps every other line byte for byte, replacing the file atomically (temp file, fsync, rename).
+ */
 #ifndef BUZON_AUTH_PASSWD_FILE_H
 #define BUZON_AUTH_PASSWD_FILE_H
 
@@ -59,8 +60,8 @@ void passwd_db_free(struct passwd_db *db);
 bool passwd_user_name_valid(const char *user);
 
 /* Sets user's secret, adding the user if add is true (error if present) or replacing the secret of
- * an existing user if add is false (error if absent); other fields of the line are kept. Creates the
- * file (mode 0640) if missing when adding. Returns -1 with a newly allocated *error_r. */
+ * an existing user if add is false (error if absent); other fields of the line are kept. Creates
+ * the file (mode 0640) if missing when adding. Returns -1 with a newly allocated *error_r. */
 int passwd_file_set(const char *path, const char *user, const char *secret, bool add,
 		    char **error_r);
 

@@ -1,8 +1,9 @@
 /* Password schemes: verifying a stored secret and making new ones.
- * Stored secrets use Dovecot's passwd-file syntax "{SCHEME}data"; a secret without a {SCHEME} prefix
- * is taken as a crypt(3) string. Supported: CRYPT (any libcrypt method: yescrypt $y$, bcrypt $2b$,
- * sha512-crypt $6$, sha256-crypt $5$), SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, YESCRYPT, ARGON2ID and
- * ARGON2I (libsodium), SHA256/SHA512/SSHA256/SSHA512 (base64, OpenSSL), PLAIN/CLEAR/CLEARTEXT. */
+ * Stored secrets use Dovecot's passwd-file syntax "{SCHEME}data"; a secret without a {SCHEME}
+ * prefix is taken as a crypt(3) string. Supported: CRYPT (any libcrypt method: yescrypt $y$, bcrypt
+ * $2b$, sha512-crypt $6$, sha256-crypt $5$), SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, YESCRYPT,
+ * ARGON2ID and ARGON2I (libsodium), SHA256/SHA512/SSHA256/SSHA512 (base64, OpenSSL),
+ * PLAIN/CLEAR/CLEARTEXT. */
 #ifndef BUZON_AUTH_PASSWORD_H
 #define BUZON_AUTH_PASSWORD_H
 

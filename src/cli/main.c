@@ -12,10 +12,10 @@ struct cli_command {
 };
 
 static const struct cli_command cli_commands[] = {
-	{"serve", cli_serve_main, "run the POP3 server in the foreground"},
-	{"check-config", cli_check_config_main, "validate and print the effective config"},
-	{"user", cli_user_main, "add, passwd, del or list users in the passwd-file"},
-	{"hash", cli_hash_main, "print a password hash for the passwd-file"},
+    {"serve", cli_serve_main, "run the POP3 server in the foreground"},
+    {"check-config", cli_check_config_main, "validate and print the effective config"},
+    {"user", cli_user_main, "add, passwd, del or list users in the passwd-file"},
+    {"hash", cli_hash_main, "print a password hash for the passwd-file"},
 };
 
 static void cli_usage(FILE *out)

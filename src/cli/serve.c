@@ -67,7 +67,8 @@ static int identity_lookup(const char *name, struct run_identity *id, char **err
 		return -1;
 	}
 	if (pw->pw_uid == 0) {
-		*error_r = xasprintf("user '%s' is root; buzon never runs its children as root", name);
+		*error_r =
+		    xasprintf("user '%s' is root; buzon never runs its children as root", name);
 		return -1;
 	}
 	id->change = true;
@@ -99,8 +100,7 @@ static int master_identities(struct master *master, char **error_r)
 static void identity_drop(const struct run_identity *id)
 {
 	if (id->change) {
-		if (initgroups(id->name, id->gid) < 0 || setgid(id->gid) < 0 ||
-		    setuid(id->uid) < 0)
+		if (initgroups(id->name, id->gid) < 0 || setgid(id->gid) < 0 || setuid(id->uid) < 0)
 			fatal("cannot drop privileges to %s: %s", id->name, strerror(errno));
 		if (setuid(0) == 0)
 			fatal("privileges were not dropped");
@@ -206,8 +206,9 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		snprintf(role, sizeof(role), "pop3/%u", index);
 		log_set_role(role);
 		identity_drop(&master->mail_identity);
-		int status = pop3_worker_main(master->config, index, &master->listen_fds[index * per],
-					      per, pair[1], master->ip_limit);
+		int status =
+		    pop3_worker_main(master->config, index, &master->listen_fds[index * per], per,
+				     pair[1], master->ip_limit);
 		master_free(master);
 		exit(status);
 	}
@@ -409,8 +410,8 @@ static int master_start(struct master *master)
 	for (size_t i = 0; i < master->config->listen_count; i++)
 		log_info("listening", "address=%s workers=%u", master->config->listens[i].text,
 			 master->worker_count);
-	/* The master keeps its copies of the listening sockets: a restarted worker inherits the same
-	 * sockets, and connections that arrive meanwhile wait in their backlog. */
+	/* The master keeps its copies of the listening sockets: a restarted worker inherits the
+	 * same sockets, and connections that arrive meanwhile wait in their backlog. */
 	int status = master_loop(master);
 	master_close_listeners(master, -1);
 	close(master->signal_fd);
@@ -420,9 +421,10 @@ static int master_start(struct master *master)
 
 static void serve_usage(FILE *out)
 {
-	fprintf(out, "usage: buzon serve [-c FILE]\n"
-		     "Runs the POP3 server in the foreground; logs go to stderr.\n"
-		     "  -c, --config FILE   configuration file (default %s)\n",
+	fprintf(out,
+		"usage: buzon serve [-c FILE]\n"
+		"Runs the POP3 server in the foreground; logs go to stderr.\n"
+		"  -c, --config FILE   configuration file (default %s)\n",
 		CLI_DEFAULT_CONFIG);
 }
 
@@ -462,7 +464,7 @@ int cli_serve_main(int argc, char **argv)
 	log_init("master", master.config->log_level);
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	master.worker_count = master.config->workers != 0 ? master.config->workers
-							 : (unsigned int)(cores > 0 ? cores : 1);
+							  : (unsigned int)(cores > 0 ? cores : 1);
 	master.worker_pids = xcalloc(master.worker_count, sizeof(pid_t));
 	master.worker_started = xcalloc(master.worker_count, sizeof(time_t));
 	master_raise_file_limit();

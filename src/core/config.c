@@ -41,28 +41,30 @@ struct config_key {
 };
 
 #define KEY(sec, nm, ty, field, def, lo, hi)                                                       \
-	{sec, nm, ty, offsetof(struct buzon_config, field), def, lo, hi}
+	{                                                                                          \
+		sec, nm, ty, offsetof(struct buzon_config, field), def, lo, hi                     \
+	}
 
 /* Every option, its type and default. README.md documents each of them. */
 static const struct config_key config_keys[] = {
-	KEY("server", "user", CONFIG_STRING, server_user, NULL, 0, 0),
-	KEY("server", "workers", CONFIG_WORKERS, workers, "auto", 0, 0),
-	KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
-	KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
-	/* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
-	KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
-	KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
-	KEY("pop3", "max_connections", CONFIG_UINT, max_connections, "10000", 1, 1000000),
-	KEY("pop3", "max_prelogin_per_ip", CONFIG_UINT, max_prelogin_per_ip, "50", 1, 100000),
-	KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
-	KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
-	KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),
-	KEY("auth", "passwd_file", CONFIG_STRING, passwd_file, NULL, 0, 0),
-	KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
-	KEY("auth", "threads", CONFIG_WORKERS, auth_threads, "auto", 0, 0),
-	KEY("auth", "failure_delay", CONFIG_DURATION_MS, auth_failure_delay_ms, "2s", 0, 0),
-	KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "YESCRYPT", 0, 0),
-	KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
+    KEY("server", "user", CONFIG_STRING, server_user, NULL, 0, 0),
+    KEY("server", "workers", CONFIG_WORKERS, workers, "auto", 0, 0),
+    KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
+    KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
+    /* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
+    KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
+    KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
+    KEY("pop3", "max_connections", CONFIG_UINT, max_connections, "10000", 1, 1000000),
+    KEY("pop3", "max_prelogin_per_ip", CONFIG_UINT, max_prelogin_per_ip, "50", 1, 100000),
+    KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
+    KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
+    KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),
+    KEY("auth", "passwd_file", CONFIG_STRING, passwd_file, NULL, 0, 0),
+    KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
+    KEY("auth", "threads", CONFIG_WORKERS, auth_threads, "auto", 0, 0),
+    KEY("auth", "failure_delay", CONFIG_DURATION_MS, auth_failure_delay_ms, "2s", 0, 0),
+    KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "YESCRYPT", 0, 0),
+    KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
 };
 
 struct config_parse_state {
@@ -72,7 +74,7 @@ struct config_parse_state {
 };
 
 static const struct config_key *config_key_find(const char *section, const char *name,
-						 bool *section_known_r)
+						bool *section_known_r)
 {
 	*section_known_r = false;
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
@@ -160,8 +162,8 @@ static int config_set_listen(struct buzon_config *config, const char *value, cha
 }
 
 /* Stores value into the field described by key. */
-static int config_set(struct buzon_config *config, const struct config_key *key,
-		      const char *value, char **error_r)
+static int config_set(struct buzon_config *config, const struct config_key *key, const char *value,
+		      char **error_r)
 {
 	void *field = (char *)config + key->offset;
 	unsigned long long number;
@@ -190,8 +192,8 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	}
 	case CONFIG_UINT:
 		if (str_parse_uint(value, key->min, key->max, &number) < 0) {
-			*error_r = xasprintf("%s must be a whole number from %llu to %llu", key->name,
-					     key->min, key->max);
+			*error_r = xasprintf("%s must be a whole number from %llu to %llu",
+					     key->name, key->min, key->max);
 			return -1;
 		}
 		*(unsigned int *)field = (unsigned int)number;
@@ -199,9 +201,10 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	case CONFIG_DURATION:
 		if (str_parse_duration(value, &seconds) < 0 || seconds < key->min ||
 		    seconds > key->max) {
-			*error_r = xasprintf("%s must be a duration (e.g. 600, 90s, 10m, 2h) from %llu "
-					     "to %llu seconds",
-					     key->name, key->min, key->max);
+			*error_r =
+			    xasprintf("%s must be a duration (e.g. 600, 90s, 10m, 2h) from %llu "
+				      "to %llu seconds",
+				      key->name, key->min, key->max);
 			return -1;
 		}
 		*(unsigned int *)field = seconds;
@@ -237,7 +240,8 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 			return 0;
 		}
 		if (str_parse_uint(value, 1, 256, &number) < 0) {
-			*error_r = xasprintf("%s must be auto or a number from 1 to 256", key->name);
+			*error_r =
+			    xasprintf("%s must be auto or a number from 1 to 256", key->name);
 			return -1;
 		}
 		*(unsigned int *)field = (unsigned int)number;
@@ -266,13 +270,15 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	case CONFIG_LOCATION: {
 		const char *path;
 		if (store_backend_find(value, &path) == NULL || path[0] != '/') {
-			*error_r = xasprintf("location must be maildir:/absolute/path with %%u, %%n or "
-					     "%%d, e.g. maildir:/var/mail/%%d/%%n");
+			*error_r =
+			    xasprintf("location must be maildir:/absolute/path with %%u, %%n or "
+				      "%%d, e.g. maildir:/var/mail/%%d/%%n");
 			return -1;
 		}
 		if (strstr(path, "%u") == NULL && strstr(path, "%n") == NULL) {
-			*error_r = xasprintf("location must contain %%u or %%n, or every user would "
-					     "share one mailbox");
+			*error_r =
+			    xasprintf("location must contain %%u or %%n, or every user would "
+				      "share one mailbox");
 			return -1;
 		}
 		free(*(char **)field);
@@ -283,8 +289,7 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	return -1;
 }
 
-static int config_ini_handler(void *user, const char *section, const char *name,
-			      const char *value)
+static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config_parse_state *state = user;
 	bool section_known;

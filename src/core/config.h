@@ -22,27 +22,27 @@ struct buzon_config {
 	char *path; /* the file this was read from */
 
 	/* [server] */
-	char *server_user;      /* user to run as when started as root; NULL = none */
-	unsigned int workers;   /* POP3 worker processes; 0 in the file means auto (one per core) */
+	char *server_user;    /* user to run as when started as root; NULL = none */
+	unsigned int workers; /* POP3 worker processes; 0 in the file means auto (one per core) */
 	enum log_level log_level;
 
 	/* [pop3] */
 	struct config_listen *listens;
 	size_t listen_count;
-	unsigned int idle_timeout_secs;     /* RFC 1939 §3: at least 10 minutes */
-	unsigned int max_bad_commands;      /* the session ends after this many bad commands */
-	unsigned int max_connections;       /* per worker process */
-	unsigned int max_prelogin_per_ip;   /* connections not yet logged in, per client IP */
-	bool retr_marks_seen;               /* RETR sets the Maildir S flag at QUIT */
-	char *expire;                       /* EXPIRE capability argument: "NEVER" or days */
-	char *greeting;                     /* text after +OK in the greeting */
+	unsigned int idle_timeout_secs;	  /* RFC 1939 §3: at least 10 minutes */
+	unsigned int max_bad_commands;	  /* the session ends after this many bad commands */
+	unsigned int max_connections;	  /* per worker process */
+	unsigned int max_prelogin_per_ip; /* connections not yet logged in, per client IP */
+	bool retr_marks_seen;		  /* RETR sets the Maildir S flag at QUIT */
+	char *expire;			  /* EXPIRE capability argument: "NEVER" or days */
+	char *greeting;			  /* text after +OK in the greeting */
 
 	/* [auth] */
 	char *passwd_file;
-	char *auth_user;                  /* user the auth process runs as when started as root */
-	unsigned int auth_threads;        /* hashing threads in the auth process */
+	char *auth_user;		    /* user the auth process runs as when started as root */
+	unsigned int auth_threads;	    /* hashing threads in the auth process */
 	unsigned int auth_failure_delay_ms; /* delay before answering a failed login */
-	char *default_scheme;             /* scheme `buzon user add` uses */
+	char *default_scheme;		    /* scheme `buzon user add` uses */
 
 	/* [mail] */
 	char *mail_location; /* template after "maildir:" with %u %n %d */

@@ -52,10 +52,10 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
-	int len = snprintf(line, sizeof(line),
-			   "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s proc=%s event=%s",
-			   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			   tm.tm_sec, now.tv_nsec / 1000000, log_level_names[level], log_role, event);
+	int len = snprintf(
+	    line, sizeof(line), "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s proc=%s event=%s",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    now.tv_nsec / 1000000, log_level_names[level], log_role, event);
 	if (fmt != NULL && fmt[0] != '\0' && len < (int)sizeof(line) - 2) {
 		line[len++] = ' ';
 		va_start(args, fmt);

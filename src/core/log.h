@@ -15,7 +15,7 @@ int log_level_parse(const char *name, enum log_level *level_r);
 /* Logs "ts=… level=… proc=… event=EVENT" followed by the formatted key=value pairs in fmt.
  * Values that may hold spaces or quotes must be passed through log_quote(). */
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Returns a quoted, escaped copy of value for use as a key=value value, in one of a few rotating
  * static buffers (valid until a few more calls). Control bytes become \xNN; long values are cut. */

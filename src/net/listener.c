@@ -21,8 +21,8 @@ static int listener_socket(const struct config_listen *where, bool reuseport, ch
 	int fd = socket(where->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0) {
-		*error_r = xasprintf("cannot listen on %s: socket: %s", where->text,
-				     strerror(errno));
+		*error_r =
+		    xasprintf("cannot listen on %s: socket: %s", where->text, strerror(errno));
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

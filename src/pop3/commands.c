@@ -105,7 +105,8 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 		if (kind == STORE_ERROR_IN_USE)
 			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
 		else
-			pop3_reply_err(session, "%s Cannot open the mailbox", store_error_code(kind));
+			pop3_reply_err(session, "%s Cannot open the mailbox",
+				       store_error_code(kind));
 		return POP3_OUTCOME_OK;
 	}
 	session->state = POP3_STATE_TRANSACTION;
@@ -132,7 +133,8 @@ static void pop3_pass_answered(void *context, enum auth_result result, const cha
 		return;
 	}
 	if (result == AUTH_RESULT_TEMPFAIL) {
-		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_reply_err(session,
+			       "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
 		return;
 	}
@@ -157,8 +159,8 @@ static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
 		pop3_reply_err(session, "PASS needs a password");
 		return POP3_OUTCOME_BAD;
 	}
-	session->auth_request = auth_client_verify(session->worker->auth, session->user,
-						   cmd->rest, pop3_pass_answered, session);
+	session->auth_request = auth_client_verify(session->worker->auth, session->user, cmd->rest,
+						   pop3_pass_answered, session);
 	return POP3_OUTCOME_WAIT;
 }
 
@@ -177,9 +179,10 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 	struct evbuffer *out = bufferevent_get_output(session->bev);
 
 	/* RFC 2449 §5: what is announced before login stays announced after it */
-	evbuffer_add_printf(out, "+OK Capability list follows\r\n"
-				 "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nPIPELINING\r\n"
-				 "AUTH-RESP-CODE\r\nEXPIRE %s\r\n",
+	evbuffer_add_printf(out,
+			    "+OK Capability list follows\r\n"
+			    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nPIPELINING\r\n"
+			    "AUTH-RESP-CODE\r\nEXPIRE %s\r\n",
 			    session->worker->config->expire);
 	if (session->state == POP3_STATE_TRANSACTION)
 		evbuffer_add_printf(out, "IMPLEMENTATION %s\r\n", session->worker->implementation);
@@ -253,7 +256,8 @@ static enum pop3_outcome pop3_listing(struct pop3_session *session,
 			return POP3_OUTCOME_BAD;
 		const struct store_message *msg = &session->box->messages[index];
 		if (kind == POP3_STREAM_LIST)
-			pop3_reply_ok(session, "%zu %llu", index + 1, (unsigned long long)msg->size);
+			pop3_reply_ok(session, "%zu %llu", index + 1,
+				      (unsigned long long)msg->size);
 		else
 			pop3_reply_ok(session, "%zu %s", index + 1, msg->uidl);
 		return POP3_OUTCOME_OK;
@@ -262,7 +266,8 @@ static enum pop3_outcome pop3_listing(struct pop3_session *session,
 	uint64_t size;
 	pop3_count_live(session, &live, &size);
 	if (kind == POP3_STREAM_LIST)
-		pop3_reply_ok(session, "%zu messages (%llu octets)", live, (unsigned long long)size);
+		pop3_reply_ok(session, "%zu messages (%llu octets)", live,
+			      (unsigned long long)size);
 	else
 		pop3_reply_ok(session, "Unique-ID listing follows");
 	session->stream = kind;
@@ -292,8 +297,8 @@ static enum pop3_outcome pop3_send_message(struct pop3_session *session, size_t 
 
 	session->reader = session->box->backend->read_open(session->box, index, &kind, &error);
 	if (session->reader == NULL) {
-		log_error("message_open_failed", "session=%s user=%s uidl=%s error=%s",
-			  session->id, log_quote(session->login_user), msg->uidl,
+		log_error("message_open_failed", "session=%s user=%s uidl=%s error=%s", session->id,
+			  log_quote(session->login_user), msg->uidl,
 			  log_quote(error != NULL ? error : ""));
 		free(error);
 		pop3_reply_err(session, "%s Message %zu cannot be read now", store_error_code(kind),
@@ -371,21 +376,21 @@ static enum pop3_outcome pop3_cmd_rset(struct pop3_session *session,
 /* The command table. PASS takes the rest of the line (RFC 1939 §7: spaces may be part of the
  * password), so its argument count is checked by its handler. */
 static const struct pop3_command pop3_commands[] = {
-	{"USER", POP3_STATE_AUTHORIZATION, 1, 1, pop3_cmd_user},
-	{"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
-	{"APOP", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
-	{"AUTH", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
-	{"STLS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
-	{"CAPA", ALL_STATES, 0, 0, pop3_cmd_capa},
-	{"QUIT", ALL_STATES, 0, 0, pop3_cmd_quit},
-	{"STAT", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_stat},
-	{"LIST", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_list},
-	{"RETR", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_retr},
-	{"DELE", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_dele},
-	{"NOOP", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_noop},
-	{"RSET", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_rset},
-	{"TOP", POP3_STATE_TRANSACTION, 2, 2, pop3_cmd_top},
-	{"UIDL", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_uidl},
+    {"USER", POP3_STATE_AUTHORIZATION, 1, 1, pop3_cmd_user},
+    {"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
+    {"APOP", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+    {"AUTH", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+    {"STLS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+    {"CAPA", ALL_STATES, 0, 0, pop3_cmd_capa},
+    {"QUIT", ALL_STATES, 0, 0, pop3_cmd_quit},
+    {"STAT", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_stat},
+    {"LIST", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_list},
+    {"RETR", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_retr},
+    {"DELE", POP3_STATE_TRANSACTION, 1, 1, pop3_cmd_dele},
+    {"NOOP", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_noop},
+    {"RSET", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_rset},
+    {"TOP", POP3_STATE_TRANSACTION, 2, 2, pop3_cmd_top},
+    {"UIDL", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_uidl},
 };
 
 static const struct pop3_command *pop3_command_find(const char *keyword)
@@ -414,10 +419,10 @@ static enum pop3_outcome pop3_command_dispatch(struct pop3_session *session,
 		pop3_reply_err(session, "Wrong number of arguments for %s", command->name);
 		return POP3_OUTCOME_BAD;
 	}
-	/* a client that has gone cannot read a listing; its later commands (DELE, QUIT) still run */
-	if (session->peer_gone &&
-	    (command->run == pop3_cmd_retr || command->run == pop3_cmd_top ||
-	     command->run == pop3_cmd_list || command->run == pop3_cmd_uidl))
+	/* a client that has gone cannot read a listing; its later commands (DELE, QUIT) still run
+	 */
+	if (session->peer_gone && (command->run == pop3_cmd_retr || command->run == pop3_cmd_top ||
+				   command->run == pop3_cmd_list || command->run == pop3_cmd_uidl))
 		return POP3_OUTCOME_OK;
 	return command->run(session, cmd);
 }
@@ -515,8 +520,9 @@ bool pop3_stream_continue(struct pop3_session *session)
 		int ret = pop3_stream_message(session);
 		if (ret < 0) {
 			/* the +OK is out: the only honest ending is to cut the connection */
-			log_error("message_read_failed", "session=%s user=%s index=%zu", session->id,
-				  log_quote(session->login_user), session->stream_index + 1);
+			log_error("message_read_failed", "session=%s user=%s index=%zu",
+				  session->id, log_quote(session->login_user),
+				  session->stream_index + 1);
 			pop3_stream_abort(session);
 			pop3_session_close_later(session, "read_error");
 			return false;

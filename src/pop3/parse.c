@@ -12,7 +12,8 @@ enum pop3_parse_result pop3_parse_line(const char *line, struct pop3_command_lin
 
 	memset(out, 0, sizeof(*out));
 	for (const unsigned char *c = (const unsigned char *)line; *c != '\0'; c++) {
-		/* Passwords may hold any printable byte, UTF-8 included, but never control bytes. */
+		/* Passwords may hold any printable byte, UTF-8 included, but never control bytes.
+		 */
 		if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
 			return POP3_PARSE_BAD_BYTES;
 	}

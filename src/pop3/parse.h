@@ -16,15 +16,15 @@
 
 enum pop3_parse_result {
 	POP3_PARSE_OK = 0,
-	POP3_PARSE_EMPTY,       /* nothing but blanks */
+	POP3_PARSE_EMPTY,	/* nothing but blanks */
 	POP3_PARSE_BAD_KEYWORD, /* not letters, or too long */
-	POP3_PARSE_BAD_BYTES,   /* NUL or other control bytes in the line */
+	POP3_PARSE_BAD_BYTES,	/* NUL or other control bytes in the line */
 };
 
 struct pop3_command_line {
 	char keyword[POP3_MAX_KEYWORD + 1]; /* upper-cased */
-	const char *args[POP3_MAX_ARGS]; /* point into argbuf */
-	size_t arg_count;                /* POP3_MAX_ARGS + 1 means "more than the maximum" */
+	const char *args[POP3_MAX_ARGS];    /* point into argbuf */
+	size_t arg_count;		    /* POP3_MAX_ARGS + 1 means "more than the maximum" */
 	/* the whole text after the keyword and one space, for PASS, whose single argument may
 	 * contain spaces (RFC 1939 §7); NULL when there is none */
 	const char *rest;

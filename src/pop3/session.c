@@ -132,7 +132,8 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 static void pop3_session_release_prelogin(struct pop3_session *session)
 {
 	if (session->prelogin_counted) {
-		ip_limit_release(session->worker->ip_limit, (const struct sockaddr *)&session->peer);
+		ip_limit_release(session->worker->ip_limit,
+				 (const struct sockaddr *)&session->peer);
 		session->prelogin_counted = false;
 	}
 }
@@ -142,8 +143,9 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 	struct pop3_worker *worker = session->worker;
 
 	if (session->login_user != NULL)
-		log_info("logout", "session=%s user=%s ip=%s reason=%s commands=%u retrieved=%u "
-				   "deleted=%zu",
+		log_info("logout",
+			 "session=%s user=%s ip=%s reason=%s commands=%u retrieved=%u "
+			 "deleted=%zu",
 			 session->id, log_quote(session->login_user), session->ip, reason,
 			 session->commands, session->retrieved_count, session->committed_deletions);
 	else
@@ -212,7 +214,8 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 			/* 254 octets may still be a 253-octet command and its CR */
 			if (pending < POP3_MAX_LINE)
 				return 0;
-			/* no line end within the limit: drop what we have, keep dropping to the LF */
+			/* no line end within the limit: drop what we have, keep dropping to the LF
+			 */
 			evbuffer_drain(in, pending);
 			if (session->discarding_line)
 				return 0;
@@ -353,8 +356,8 @@ static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg
 		return;
 	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		/* Commands already received still count: a client that sends DELE and QUIT and closes
-		 * at once (Outlook does) must get its deletions, exactly once. */
+		/* Commands already received still count: a client that sends DELE and QUIT and
+		 * closes at once (Outlook does) must get its deletions, exactly once. */
 		session->peer_gone = true;
 		pop3_stream_abort(session);
 		if (session->closing) {

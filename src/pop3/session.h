@@ -48,7 +48,7 @@ struct pop3_session {
 	enum pop3_state state;
 	bool prelogin_counted; /* holds a slot in the per-IP pre-login limit */
 	bool discarding_line;  /* skipping the rest of an over-long line */
-	bool peer_gone;        /* the client closed: finish what it sent, write nothing */
+	bool peer_gone;	       /* the client closed: finish what it sent, write nothing */
 	bool closing;
 	const char *close_reason;
 	unsigned int bad_commands;
@@ -86,9 +86,9 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason);
 
 /* Replies; text is one line without CRLF. */
 void pop3_reply_ok(struct pop3_session *session, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void pop3_reply_err(struct pop3_session *session, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Appends raw bytes to the output (for multi-line bodies). */
 void pop3_reply_raw(struct pop3_session *session, const char *data, size_t len);
 

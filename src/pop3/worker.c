@@ -88,9 +88,9 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 
 	worker.listeners = xcalloc(listen_count, sizeof(*worker.listeners));
 	for (size_t i = 0; i < listen_count; i++) {
-		worker.listeners[i] = evconnlistener_new(worker.base, pop3_worker_accept, &worker,
-							 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-							 0, listen_fds[i]);
+		worker.listeners[i] = evconnlistener_new(
+		    worker.base, pop3_worker_accept, &worker,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fds[i]);
 		if (worker.listeners[i] == NULL)
 			fatal("evconnlistener_new failed");
 		evconnlistener_set_error_cb(worker.listeners[i], pop3_worker_accept_error);

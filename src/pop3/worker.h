@@ -24,7 +24,7 @@ struct pop3_worker {
 	struct pop3_session *sessions; /* every live session, for shutdown */
 	unsigned int session_count;
 	uint64_t next_session_number;
-	char *implementation; /* CAPA IMPLEMENTATION text */
+	char *implementation;	     /* CAPA IMPLEMENTATION text */
 	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
 };
 

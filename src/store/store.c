@@ -4,7 +4,7 @@
 #include "store/store.h"
 
 static const struct store_backend *const store_backends[] = {
-	&store_backend_maildir,
+    &store_backend_maildir,
 };
 
 const struct store_backend *store_backend_find(const char *location, const char **path_r)

@@ -3,8 +3,8 @@
  *
  * Contract (docs/DESIGN.md, "The mailbox contract"):
  *  - open() takes the exclusive maildrop lock and returns a snapshot: messages in a stable order
- *    (ascending UID), each with its UIDL and its exact size as RETR sends it (CRLF line ends, before
- *    dot-stuffing). Mail arriving later is not in the snapshot.
+ *    (ascending UID), each with its UIDL and its exact size as RETR sends it (CRLF line ends,
+ * before dot-stuffing). Mail arriving later is not in the snapshot.
  *  - read_open()/read() stream one message's raw bytes; the caller converts and dot-stuffs.
  *  - commit() runs only for QUIT in TRANSACTION state. close() without commit() changes nothing.
  */
@@ -56,9 +56,9 @@ struct store_changes {
 struct store_backend {
 	const char *name; /* the location prefix, e.g. "maildir" */
 
-	/* Opens and locks the maildrop at path (the location with its "name:" prefix removed and the
-	 * user's variables expanded). A missing maildrop is an empty one; backends may create it.
-	 * Returns 0, or -1 with *kind_r and a newly allocated *error_r for the log. */
+	/* Opens and locks the maildrop at path (the location with its "name:" prefix removed and
+	 * the user's variables expanded). A missing maildrop is an empty one; backends may create
+	 * it. Returns 0, or -1 with *kind_r and a newly allocated *error_r for the log. */
 	int (*open)(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
 		    char **error_r);
 

@@ -123,8 +123,8 @@ static void test_location_expansion(void **state)
 static void test_auth_proto_round_trip_and_rejects(void **state)
 {
 	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
-	struct auth_verify_request req = {.id = 7, .user = "demo", .user_len = 4,
-					  .password = "p w", .password_len = 3};
+	struct auth_verify_request req = {
+	    .id = 7, .user = "demo", .user_len = 4, .password = "p w", .password_len = 3};
 	struct auth_verify_request got;
 	size_t len = auth_proto_encode_request(buf, sizeof(buf), &req);
 
@@ -147,8 +147,11 @@ static void test_auth_proto_round_trip_and_rejects(void **state)
 	req.user = "de\0o";
 	assert_int_equal(auth_proto_encode_request(buf, sizeof(buf), &req), 0);
 
-	struct auth_verify_reply out = {.id = 9, .result = AUTH_RESULT_OK, .user = "demo",
-					.user_len = 4, .location = "maildir:/m/demo",
+	struct auth_verify_reply out = {.id = 9,
+					.result = AUTH_RESULT_OK,
+					.user = "demo",
+					.user_len = 4,
+					.location = "maildir:/m/demo",
 					.location_len = 15};
 	len = auth_proto_encode_reply(buf, sizeof(buf), &out);
 	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), 0);
@@ -161,12 +164,12 @@ static void test_auth_proto_round_trip_and_rejects(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minimal_config_and_defaults),
-		cmocka_unit_test(test_errors_name_file_and_line),
-		cmocka_unit_test(test_missing_required_keys),
-		cmocka_unit_test(test_durations),
-		cmocka_unit_test(test_location_expansion),
-		cmocka_unit_test(test_auth_proto_round_trip_and_rejects),
+	    cmocka_unit_test(test_minimal_config_and_defaults),
+	    cmocka_unit_test(test_errors_name_file_and_line),
+	    cmocka_unit_test(test_missing_required_keys),
+	    cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_location_expansion),
+	    cmocka_unit_test(test_auth_proto_round_trip_and_rejects),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

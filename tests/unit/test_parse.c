@@ -61,7 +61,10 @@ static void test_bad_lines(void **state)
 	assert_int_equal(pop3_parse_line("    ", &cmd), POP3_PARSE_EMPTY);
 	assert_int_equal(pop3_parse_line("RE1R 1", &cmd), POP3_PARSE_BAD_KEYWORD);
 	assert_int_equal(pop3_parse_line("VERYLONGKEYWORD", &cmd), POP3_PARSE_BAD_KEYWORD);
-	assert_int_equal(pop3_parse_line("USER a\x01" "b", &cmd), POP3_PARSE_BAD_BYTES);
+	assert_int_equal(pop3_parse_line("USER a\x01"
+					 "b",
+					 &cmd),
+			 POP3_PARSE_BAD_BYTES);
 	assert_int_equal(pop3_parse_line("USER a\x7f", &cmd), POP3_PARSE_BAD_BYTES);
 	assert_int_equal(pop3_parse_line("US\x1bR", &cmd), POP3_PARSE_BAD_BYTES);
 }
@@ -82,8 +85,20 @@ static void test_msgnum_strict(void **state)
 	assert_int_equal(index, 0);
 	assert_int_equal(pop3_parse_msgnum("3", 3, &index), 0);
 	assert_int_equal(index, 2);
-	const char *bad[] = {"0", "4", "-1", "+1", "1x", "x1", "01", " 1", "1 ", "",
-			     "99999999999999999999999", "18446744073709551616", "0x1", "1.0"};
+	const char *bad[] = {"0",
+			     "4",
+			     "-1",
+			     "+1",
+			     "1x",
+			     "x1",
+			     "01",
+			     " 1",
+			     "1 ",
+			     "",
+			     "99999999999999999999999",
+			     "18446744073709551616",
+			     "0x1",
+			     "1.0"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(pop3_parse_msgnum(bad[i], 3, &index), -1);
 	assert_int_equal(pop3_parse_msgnum("1", 0, &index), -1);
@@ -107,14 +122,14 @@ static void test_line_count(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_keyword_upper_cased_and_args_split),
-		cmocka_unit_test(test_runs_of_spaces_and_trailing_spaces),
-		cmocka_unit_test(test_pass_keeps_spaces_in_rest),
-		cmocka_unit_test(test_too_many_args_flagged),
-		cmocka_unit_test(test_bad_lines),
-		cmocka_unit_test(test_utf8_arguments_allowed),
-		cmocka_unit_test(test_msgnum_strict),
-		cmocka_unit_test(test_line_count),
+	    cmocka_unit_test(test_keyword_upper_cased_and_args_split),
+	    cmocka_unit_test(test_runs_of_spaces_and_trailing_spaces),
+	    cmocka_unit_test(test_pass_keeps_spaces_in_rest),
+	    cmocka_unit_test(test_too_many_args_flagged),
+	    cmocka_unit_test(test_bad_lines),
+	    cmocka_unit_test(test_utf8_arguments_allowed),
+	    cmocka_unit_test(test_msgnum_strict),
+	    cmocka_unit_test(test_line_count),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,7 +36,7 @@ struct harness {
 	struct pop3_worker worker;
 	struct event *auth_event;
 	int auth_peer_fd; /* the test's end: plays the auth process */
-	int client_fd;    /* the test's end of the POP3 connection */
+	int client_fd;	  /* the test's end of the POP3 connection */
 	char buf[1 << 16];
 	size_t len;
 };
@@ -86,8 +86,8 @@ static int setup(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, auth_pair), 0);
 	h->worker.auth = auth_client_create(h->worker.base, auth_pair[0]);
 	h->auth_peer_fd = auth_pair[1];
-	h->auth_event = event_new(h->worker.base, h->auth_peer_fd, EV_READ | EV_PERSIST,
-				  fake_auth_readable, h);
+	h->auth_event =
+	    event_new(h->worker.base, h->auth_peer_fd, EV_READ | EV_PERSIST, fake_auth_readable, h);
 	event_add(h->auth_event, NULL);
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, conn_pair), 0);
@@ -95,8 +95,8 @@ static int setup(void **state)
 	fcntl(h->client_fd, F_SETFL, O_NONBLOCK);
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
 	evutil_make_socket_nonblocking(conn_pair[0]);
-	assert_non_null(pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer,
-					    sizeof(peer)));
+	assert_non_null(
+	    pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer, sizeof(peer)));
 	*state = h;
 	return 0;
 }
@@ -287,17 +287,16 @@ static void test_bad_command_limit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_greeting_and_login, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_idle_timeout_before_login_closes, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_idle_timeout_in_transaction_deletes_nothing,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_quit_then_close_applies_deletions, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_close_without_quit_deletes_nothing, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_pipelined_behind_pass, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_command_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_greeting_and_login, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle_timeout_before_login_closes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle_timeout_in_transaction_deletes_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_quit_then_close_applies_deletions, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_close_without_quit_deletes_nothing, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_pipelined_behind_pass, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_command_limit, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
