@@ -274,48 +274,50 @@ static void auth_conn_readable(struct auth_server *server, size_t index)
 	sodium_memzero(buf, sizeof(buf));
 }
 
+/* A one-byte message that can carry one descriptor as SCM_RIGHTS. */
+struct fd_message {
+	char byte;
+	struct iovec iov;
+	_Alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+	struct msghdr msg;
+};
+
+static void fd_message_init(struct fd_message *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->byte = 'F';
+	m->iov = (struct iovec){.iov_base = &m->byte, .iov_len = 1};
+	m->msg = (struct msghdr){.msg_iov = &m->iov,
+				 .msg_iovlen = 1,
+				 .msg_control = m->control,
+				 .msg_controllen = sizeof(m->control)};
+}
+
 int auth_server_send_fd(int control_fd, int fd)
 {
-	char byte = 'F';
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = control.buf,
-			     .msg_controllen = sizeof(control.buf)};
+	struct fd_message m;
 
-	memset(&control, 0, sizeof(control));
-	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	fd_message_init(&m);
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&m.msg);
 	cmsg->cmsg_level = SOL_SOCKET;
 	cmsg->cmsg_type = SCM_RIGHTS;
 	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-	return sendmsg(control_fd, &msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
+	return sendmsg(control_fd, &m.msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
 }
 
 /* Receives a worker connection from the master. Returns 0, or -1 when the master has gone. */
 static int auth_control_readable(struct auth_server *server, int control_fd)
 {
-	char byte;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = control.buf,
-			     .msg_controllen = sizeof(control.buf)};
+	struct fd_message m;
 
-	ssize_t len = recvmsg(control_fd, &msg, MSG_CMSG_CLOEXEC);
+	fd_message_init(&m);
+	ssize_t len = recvmsg(control_fd, &m.msg, MSG_CMSG_CLOEXEC);
 	if (len < 0 && (errno == EAGAIN || errno == EINTR))
 		return 0;
 	if (len <= 0)
 		return -1;
-	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&m.msg);
 	if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS ||
 	    cmsg->cmsg_len != CMSG_LEN(sizeof(int)))
 		return 0;

@@ -70,17 +70,17 @@ void fatal(const char *fmt, ...)
 	abort();
 }
 
-int str_parse_uint(const char *s, unsigned long long min, unsigned long long max,
-		   unsigned long long *value_r)
+int str_parse_uint_n(const char *s, size_t len, unsigned long long min, unsigned long long max,
+		     unsigned long long *value_r)
 {
 	unsigned long long value = 0;
 
-	if (*s == '\0')
+	if (len == 0)
 		return -1;
-	for (; *s != '\0'; s++) {
-		if (*s < '0' || *s > '9')
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
 			return -1;
-		unsigned digit = (unsigned)(*s - '0');
+		unsigned digit = (unsigned)(s[i] - '0');
 		/* value * 10 + digit <= max, written so that nothing can wrap */
 		if (digit > max || value > (max - digit) / 10)
 			return -1;
@@ -90,6 +90,12 @@ int str_parse_uint(const char *s, unsigned long long min, unsigned long long max
 		return -1;
 	*value_r = value;
 	return 0;
+}
+
+int str_parse_uint(const char *s, unsigned long long min, unsigned long long max,
+		   unsigned long long *value_r)
+{
+	return str_parse_uint_n(s, strlen(s), min, max, value_r);
 }
 
 int str_parse_duration(const char *s, unsigned int *seconds_r)

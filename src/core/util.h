@@ -30,6 +30,11 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Logs a fatal message and aborts: for broken invariants only, never for bad input. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+/* Parses the len bytes at s as a decimal number in [min, max]; returns -1 on any noise, sign or
+ * overflow. */
+int str_parse_uint_n(const char *s, size_t len, unsigned long long min, unsigned long long max,
+		     unsigned long long *value_r);
+
 /* Parses a whole decimal number in [min, max]; returns -1 on any noise, sign or overflow. */
 int str_parse_uint(const char *s, unsigned long long min, unsigned long long max,
 		   unsigned long long *value_r);

@@ -103,22 +103,13 @@ bool uidlist_basename_valid(const char *basename, size_t len)
 static int uidlist_parse_number(const char **p, const char *end, uint64_t min, uint64_t max,
 				uint64_t *value_r)
 {
-	const char *s = *p;
-	uint64_t value = 0;
+	const char *space = memchr(*p, ' ', (size_t)(end - *p));
+	size_t len = (size_t)((space != NULL ? space : end) - *p);
+	unsigned long long value;
 
-	if (s == end || *s < '0' || *s > '9')
+	if (str_parse_uint_n(*p, len, min, max, &value) < 0)
 		return -1;
-	for (; s < end && *s != ' '; s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		uint64_t digit = (uint64_t)(*s - '0');
-		if (digit > max || value > (max - digit) / 10)
-			return -1;
-		value = value * 10 + digit;
-	}
-	if (value < min)
-		return -1;
-	*p = s;
+	*p += len;
 	*value_r = value;
 	return 0;
 }
