@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -584,6 +585,25 @@ static int passwd_file_replace(const char *path, const struct stat *old_st, cons
 	return passwd_file_sync_parent(path, error_r);
 }
 
+/* Serialises edits: two `buzon user` commands at once must not both read the old file and each
+ * write back their own change, losing the other. The lock is a separate file beside the database
+ * (the database itself is replaced by rename, so its inode cannot carry the lock). Returns the
+ * lock's fd (close it to unlock) or -1 with *error_r. */
+static int passwd_file_lock(const char *real_path, char **error_r)
+{
+	char *lock_path = xasprintf("%s.lock", real_path);
+	int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+		*error_r = xasprintf("%s: cannot lock: %s", lock_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	free(lock_path);
+	return fd;
+}
+
 /* The file to edit: a symlink's target, so that the link itself stays. */
 static char *passwd_file_resolve(const char *path)
 {
@@ -670,7 +690,11 @@ int passwd_file_set(const char *path, const char *user, const char *secret, bool
 	if (passwd_secret_check(secret, error_r) < 0)
 		return -1;
 	char *real = passwd_file_resolve(path);
-	if (passwd_file_read_for_edit(real, &text, &len, &st, &exists, error_r) < 0) {
+	int lock_fd = passwd_file_lock(real, error_r);
+	if (lock_fd < 0 ||
+	    passwd_file_read_for_edit(real, &text, &len, &st, &exists, error_r) < 0) {
+		if (lock_fd >= 0)
+			close(lock_fd);
 		free(real);
 		return -1;
 	}
@@ -681,6 +705,7 @@ int passwd_file_set(const char *path, const char *user, const char *secret, bool
 		ret = passwd_file_replace(real, exists ? &st : NULL, out.data, out.len, error_r);
 	passwd_text_free(&out.data, out.size);
 	passwd_text_free(&text, len);
+	close(lock_fd);
 	free(real);
 	return ret;
 }
@@ -693,7 +718,10 @@ int passwd_file_delete(const char *path, const char *user, char **error_r)
 	size_t len;
 
 	char *real = passwd_file_resolve(path);
-	if (passwd_file_read(real, &text, &len, &st, error_r) < 0) {
+	int lock_fd = passwd_file_lock(real, error_r);
+	if (lock_fd < 0 || passwd_file_read(real, &text, &len, &st, error_r) < 0) {
+		if (lock_fd >= 0)
+			close(lock_fd);
 		free(real);
 		return -1;
 	}
@@ -705,6 +733,7 @@ int passwd_file_delete(const char *path, const char *user, char **error_r)
 		ret = passwd_file_replace(real, &st, out.data, out.len, error_r);
 	passwd_text_free(&out.data, out.size);
 	passwd_text_free(&text, len);
+	close(lock_fd);
 	free(real);
 	return ret;
 }

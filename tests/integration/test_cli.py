@@ -116,3 +116,22 @@ def test_user_add_rejects_unsafe_names_and_passwords(tmp_path):
         assert r.returncode != 0, "PLAIN password %r accepted" % pw
     with open(srv.settings["auth"]["passwd_file"], "rb") as f:
         assert f.read() == before
+
+
+def test_concurrent_user_adds_lose_nothing(make_server):
+    """Edits are serialised by a lock beside the passwd-file: parallel adds all land."""
+    import subprocess
+
+    srv = make_server(start=False, users=())
+    procs = [
+        subprocess.Popen([srv.bin, "user", "add", "-c", srv.conf, "--scheme", "PLAIN",
+                          "--password-stdin", "user%02d" % i],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(20)
+    ]
+    for p in procs:
+        p.communicate(b"pw\n", timeout=30)
+        assert p.returncode == 0
+    r = srv.cli("user", "list", "-c", srv.conf)
+    listed = [l.split()[0] for l in r.stdout.decode().splitlines()]
+    assert sorted(listed) == ["user%02d" % i for i in range(20)], listed
