@@ -1,5 +1,5 @@
-/* Asynchronous auth requests from a POP3 worker (see auth_client.h). Pending requests live in a
- * small hash table keyed by id; a reply for an unknown or cancelled id is dropped. Requests that
+/* Asynchronous auth requests from a POP3 worker (see auth_client.h). Open requests live in a small
+ * hash table keyed by id; an answer for an unknown or cancelled id is dropped. Datagrams that
  * cannot be sent at once (socket buffer full) wait in a queue until the socket is writable. */
 #include <errno.h>
 #include <event2/event.h>
@@ -18,12 +18,16 @@
 struct auth_pending {
 	struct auth_pending *next;
 	uint32_t id;
-	auth_verify_callback *callback;
+	auth_reply_callback *callback;
 	void *context;
-	/* the encoded request while it waits to be sent; wiped and freed once sent */
-	unsigned char *datagram;
-	size_t datagram_len;
-	struct auth_pending *send_next;
+	bool failed; /* to be answered with TEMPFAIL from the loop */
+};
+
+/* A datagram waiting for the socket to accept it; wiped once sent. */
+struct auth_outgoing {
+	struct auth_outgoing *next;
+	size_t len;
+	unsigned char data[];
 };
 
 struct auth_client {
@@ -33,8 +37,10 @@ struct auth_client {
 	struct event *write_event;
 	struct event *fail_event; /* runs failure callbacks outside the caller's stack */
 	uint32_t next_id;
+	uint32_t building_id;
+	struct auth_msg_builder builder;
 	struct auth_pending *buckets[AUTH_PENDING_BUCKETS];
-	struct auth_pending *send_head, *send_tail;
+	struct auth_outgoing *send_head, *send_tail;
 };
 
 static struct auth_pending **auth_pending_slot(struct auth_client *client, uint32_t id)
@@ -46,49 +52,38 @@ static struct auth_pending **auth_pending_slot(struct auth_client *client, uint3
 	return slot;
 }
 
-static void auth_pending_wipe(struct auth_pending *pending)
-{
-	if (pending->datagram != NULL) {
-		sodium_memzero(pending->datagram, pending->datagram_len);
-		x_free(&pending->datagram);
-	}
-}
-
-/* Unlinks id from the table and the send queue; returns it (caller frees) or NULL. */
 static struct auth_pending *auth_pending_take(struct auth_client *client, uint32_t id)
 {
 	struct auth_pending **slot = auth_pending_slot(client, id);
 	struct auth_pending *pending = *slot;
 
-	if (pending == NULL)
-		return NULL;
-	*slot = pending->next;
-	if (pending->datagram != NULL) {
-		struct auth_pending **q = &client->send_head, *prev = NULL;
-		while (*q != NULL && *q != pending) {
-			prev = *q;
-			q = &(*q)->send_next;
-		}
-		if (*q == pending) {
-			*q = pending->send_next;
-			if (client->send_tail == pending)
-				client->send_tail = prev;
-		}
-	}
-	auth_pending_wipe(pending);
+	if (pending != NULL)
+		*slot = pending->next;
 	return pending;
 }
 
-/* Fails every pending request: called when the auth process has gone. */
-static void auth_client_fail_all(evutil_socket_t fd, short what, void *arg)
+static void auth_outgoing_free(struct auth_outgoing **out)
+{
+	sodium_memzero((*out)->data, (*out)->len);
+	x_free(out);
+}
+
+/* Answers failed requests (or all of them once the auth process is gone) with TEMPFAIL. */
+static void auth_client_fail_pending(evutil_socket_t fd, short what, void *arg)
 {
 	struct auth_client *client = arg;
+	struct auth_reply reply = {.type = AUTH_MSG_RESULT, .result = AUTH_RESULT_TEMPFAIL};
 
 	for (size_t i = 0; i < AUTH_PENDING_BUCKETS; i++) {
-		while (client->buckets[i] != NULL) {
-			struct auth_pending *pending =
-			    auth_pending_take(client, client->buckets[i]->id);
-			pending->callback(pending->context, AUTH_RESULT_TEMPFAIL, NULL, NULL);
+		struct auth_pending **slot = &client->buckets[i];
+		while (*slot != NULL) {
+			struct auth_pending *pending = *slot;
+			if (!client->broken && !pending->failed) {
+				slot = &pending->next;
+				continue;
+			}
+			*slot = pending->next;
+			pending->callback(pending->context, &reply);
 			free(pending);
 		}
 	}
@@ -104,28 +99,41 @@ static void auth_client_break(struct auth_client *client, const char *why)
 	event_active(client->fail_event, 0, 0);
 }
 
-static void auth_client_deliver(struct auth_client *client, const struct auth_verify_reply *reply)
+static void auth_client_deliver(struct auth_client *client, const struct auth_msg *msg)
 {
-	struct auth_pending *pending = auth_pending_take(client, reply->id);
+	bool final = msg->type == AUTH_MSG_RESULT;
+	struct auth_pending *pending =
+		final ? auth_pending_take(client, msg->id) : *auth_pending_slot(client, msg->id);
+	struct auth_reply reply = {.type = msg->type};
 	char *user = NULL, *location = NULL;
 
 	if (pending == NULL)
 		return; /* cancelled: the session went away */
-	if (reply->result == AUTH_RESULT_OK) {
-		user = xstrndup(reply->user, reply->user_len);
-		location = xstrndup(reply->location, reply->location_len);
+	if (final) {
+		reply.result = (enum auth_result)auth_msg_u32(msg, AUTH_FIELD_RESULT, 0);
+		reply.delay_ms = auth_msg_u32(msg, AUTH_FIELD_DELAY_MS, 0);
+		user = auth_msg_strdup(msg, AUTH_FIELD_USER);
+		location = auth_msg_strdup(msg, AUTH_FIELD_LOCATION);
+		if (reply.result == AUTH_RESULT_OK && (user == NULL || location == NULL))
+			reply.result = AUTH_RESULT_TEMPFAIL; /* a broken answer never logs anyone in */
+		reply.user = user;
+		reply.location = location;
+	} else {
+		reply.challenge = msg->fields[AUTH_FIELD_CHALLENGE].data;
+		reply.challenge_len = msg->fields[AUTH_FIELD_CHALLENGE].len;
 	}
-	pending->callback(pending->context, reply->result, user, location);
+	pending->callback(pending->context, &reply);
 	free(user);
 	free(location);
-	free(pending);
+	if (final)
+		free(pending);
 }
 
 static void auth_client_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct auth_client *client = arg;
 	unsigned char buf[AUTH_PROTO_MAX_MESSAGE + 1];
-	struct auth_verify_reply reply;
+	struct auth_msg msg;
 
 	/* bounded: never starve the sessions of this loop */
 	for (int i = 0; i < 64; i++) {
@@ -136,20 +144,20 @@ static void auth_client_readable(evutil_socket_t fd, short what, void *arg)
 			auth_client_break(client, len == 0 ? "closed" : strerror(errno));
 			return;
 		}
-		if (auth_proto_decode_reply(buf, (size_t)len, &reply) < 0) {
+		if (auth_msg_decode(buf, (size_t)len, &msg) < 0 ||
+		    (msg.type != AUTH_MSG_RESULT && msg.type != AUTH_MSG_CHALLENGE)) {
 			auth_client_break(client, "malformed reply");
 			return;
 		}
-		auth_client_deliver(client, &reply);
+		auth_client_deliver(client, &msg);
 	}
 }
 
 static void auth_client_flush(struct auth_client *client)
 {
 	while (client->send_head != NULL) {
-		struct auth_pending *pending = client->send_head;
-		if (send(client->fd, pending->datagram, pending->datagram_len,
-			 MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		struct auth_outgoing *out = client->send_head;
+		if (send(client->fd, out->data, out->len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
 				event_add(client->write_event, NULL);
 				return;
@@ -157,10 +165,10 @@ static void auth_client_flush(struct auth_client *client)
 			auth_client_break(client, strerror(errno));
 			return;
 		}
-		client->send_head = pending->send_next;
+		client->send_head = out->next;
 		if (client->send_head == NULL)
 			client->send_tail = NULL;
-		auth_pending_wipe(pending);
+		auth_outgoing_free(&out);
 	}
 }
 
@@ -175,10 +183,9 @@ struct auth_client *auth_client_create(struct event_base *base, int fd)
 
 	client->fd = fd;
 	client->next_id = 1;
-	client->read_event =
-	    event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
+	client->read_event = event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
 	client->write_event = event_new(base, fd, EV_WRITE, auth_client_writable, client);
-	client->fail_event = event_new(base, -1, 0, auth_client_fail_all, client);
+	client->fail_event = event_new(base, -1, 0, auth_client_fail_pending, client);
 	if (client->read_event == NULL || client->write_event == NULL || client->fail_event == NULL)
 		fatal("event_new failed");
 	event_add(client->read_event, NULL);
@@ -195,57 +202,85 @@ void auth_client_destroy(struct auth_client **clientp)
 		while (client->buckets[i] != NULL)
 			free(auth_pending_take(client, client->buckets[i]->id));
 	}
+	while (client->send_head != NULL) {
+		struct auth_outgoing *out = client->send_head;
+		client->send_head = out->next;
+		auth_outgoing_free(&out);
+	}
 	event_free(client->read_event);
 	event_free(client->write_event);
 	event_free(client->fail_event);
 	close(client->fd);
+	auth_msg_wipe(&client->builder);
 	x_free(clientp);
 }
 
-uint32_t auth_client_verify(struct auth_client *client, const char *user, const char *password,
-			    auth_verify_callback *callback, void *context)
+struct auth_msg_builder *auth_client_begin(struct auth_client *client, enum auth_msg_type type,
+					   uint32_t id)
 {
-	struct auth_pending *pending = xcalloc(1, sizeof(*pending));
-	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
-	struct auth_verify_request req = {.user = user,
-					  .user_len = strlen(user),
-					  .password = password,
-					  .password_len = strlen(password)};
+	if (id == 0) {
+		do {
+			id = client->next_id++;
+		} while (id == 0 || *auth_pending_slot(client, id) != NULL);
+	}
+	client->building_id = id;
+	auth_msg_begin(&client->builder, type, id);
+	return &client->builder;
+}
 
-	do {
-		req.id = client->next_id++;
-	} while (req.id == 0 || *auth_pending_slot(client, req.id) != NULL);
-	pending->id = req.id;
+static void auth_client_queue(struct auth_client *client, const unsigned char *data, size_t len)
+{
+	struct auth_outgoing *out = xmalloc(sizeof(*out) + len);
+
+	out->next = NULL;
+	out->len = len;
+	memcpy(out->data, data, len);
+	if (client->send_tail != NULL)
+		client->send_tail->next = out;
+	else
+		client->send_head = out;
+	client->send_tail = out;
+}
+
+uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback,
+			  void *context)
+{
+	uint32_t id = client->building_id;
+	struct auth_pending **slot = auth_pending_slot(client, id);
+	struct auth_pending *pending = *slot;
+	size_t len = auth_msg_finish(&client->builder);
+
+	if (pending == NULL) {
+		pending = xcalloc(1, sizeof(*pending));
+		pending->id = id;
+		*slot = pending;
+	}
 	pending->callback = callback;
 	pending->context = context;
-	struct auth_pending **slot = auth_pending_slot(client, req.id);
-	*slot = pending;
-
-	size_t len = auth_proto_encode_request(buf, sizeof(buf), &req);
 	if (len == 0 || client->broken) {
-		/* answered as a failure from the loop, like any other reply */
-		if (len == 0) {
-			auth_pending_take(client, req.id);
-			free(pending);
-			return auth_client_verify(client, "", "", callback, context);
-		}
+		/* answered as a failure from the loop, like any other answer */
+		pending->failed = true;
 		event_active(client->fail_event, 0, 0);
-		return req.id;
+	} else {
+		auth_client_queue(client, client->builder.buf, len);
+		auth_client_flush(client);
 	}
-	pending->datagram = xmalloc(len);
-	memcpy(pending->datagram, buf, len);
-	pending->datagram_len = len;
-	sodium_memzero(buf, len);
-	if (client->send_tail != NULL)
-		client->send_tail->send_next = pending;
-	else
-		client->send_head = pending;
-	client->send_tail = pending;
-	auth_client_flush(client);
-	return req.id;
+	auth_msg_wipe(&client->builder);
+	return id;
 }
 
 void auth_client_cancel(struct auth_client *client, uint32_t id)
 {
-	free(auth_pending_take(client, id));
+	struct auth_pending *pending = auth_pending_take(client, id);
+
+	if (pending == NULL)
+		return;
+	free(pending);
+	if (client->broken)
+		return;
+	/* the auth process may hold a SASL conversation for this id: let it go */
+	struct auth_msg_builder abort_msg;
+	auth_msg_begin(&abort_msg, AUTH_MSG_SASL_ABORT, id);
+	auth_client_queue(client, abort_msg.buf, auth_msg_finish(&abort_msg));
+	auth_client_flush(client);
 }

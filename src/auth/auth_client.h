@@ -1,5 +1,5 @@
-/* The POP3 worker's side of the auth process connection: asynchronous credential checks on the
- * worker's event loop. */
+/* The POP3 worker's side of the auth process connection: asynchronous requests (USER/PASS, SASL
+ * conversations, APOP) on the worker's event loop. */
 #ifndef BUZON_AUTH_AUTH_CLIENT_H
 #define BUZON_AUTH_AUTH_CLIENT_H
 
@@ -11,10 +11,20 @@
 struct event_base;
 struct auth_client;
 
-/* Called once per request unless cancelled. user and location are NUL-terminated and valid only
- * during the call; both are NULL unless result is AUTH_RESULT_OK. */
-typedef void auth_verify_callback(void *context, enum auth_result result, const char *user,
-				  const char *location);
+/* An answer from the auth process. Pointers are valid only during the callback; strings are
+ * NUL-terminated. A CHALLENGE keeps the request open (answer it with AUTH_MSG_SASL_CONTINUE or
+ * AUTH_MSG_SASL_ABORT under the same id); a RESULT ends it. */
+struct auth_reply {
+	enum auth_msg_type type;
+	enum auth_result result;
+	const char *user;     /* RESULT OK: the canonical user name */
+	const char *location; /* RESULT OK: the mailbox location */
+	uint32_t delay_ms;    /* RESULT failures: wait this long before answering the client */
+	const unsigned char *challenge;
+	size_t challenge_len;
+};
+
+typedef void auth_reply_callback(void *context, const struct auth_reply *reply);
 
 /* Takes ownership of fd (a SOCK_SEQPACKET connection to the auth process). */
 struct auth_client *auth_client_create(struct event_base *base, int fd);
@@ -22,12 +32,20 @@ struct auth_client *auth_client_create(struct event_base *base, int fd);
  * and sets *client to NULL. */
 void auth_client_destroy(struct auth_client **client);
 
-/* Sends a request; returns its id (never 0). If the auth process is gone the callback runs later
- * with AUTH_RESULT_TEMPFAIL, never from inside this call. */
-uint32_t auth_client_verify(struct auth_client *client, const char *user, const char *password,
-			    auth_verify_callback *callback, void *context);
+/* Begins a message: id 0 starts a new request (its id is chosen), otherwise it continues request
+ * id. Returns the client's builder, to fill with auth_msg_add_*() and send with
+ * auth_client_send() before any other call. */
+struct auth_msg_builder *auth_client_begin(struct auth_client *client, enum auth_msg_type type,
+					   uint32_t id);
 
-/* Forgets request id, so its callback will not run (the session went away). */
+/* Sends the message begun last; callback gets every answer to its request. Returns the request
+ * id (never 0). Failures (a message that does not encode, the auth process gone) are reported
+ * through the callback as a TEMPFAIL result, never from inside this call. The builder is wiped. */
+uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback,
+			  void *context);
+
+/* Forgets request id, so its callback will not run again; an open SASL conversation is aborted in
+ * the auth process too. */
 void auth_client_cancel(struct auth_client *client, uint32_t id);
 
 #endif

@@ -1,9 +1,46 @@
 /* Encoding and strict decoding of the worker <-> auth process datagrams (see auth_proto.h). */
+#include <sodium.h>
 #include <string.h>
 
 #include "auth/auth_proto.h"
+#include "core/util.h"
 
 #define HEADER_LEN 8
+#define FIELD_HEADER_LEN 3
+
+enum field_kind { FIELD_STRING, FIELD_BYTES, FIELD_U32 };
+
+static const enum field_kind field_kinds[AUTH_FIELD_COUNT] = {
+	[AUTH_FIELD_USER] = FIELD_STRING,       [AUTH_FIELD_PASSWORD] = FIELD_STRING,
+	[AUTH_FIELD_CLIENT_IP] = FIELD_STRING,  [AUTH_FIELD_FLAGS] = FIELD_U32,
+	[AUTH_FIELD_MECH] = FIELD_STRING,       [AUTH_FIELD_RESPONSE] = FIELD_BYTES,
+	[AUTH_FIELD_CB_EXPORTER] = FIELD_BYTES, [AUTH_FIELD_CB_ENDPOINT] = FIELD_BYTES,
+	[AUTH_FIELD_CERT_USER] = FIELD_STRING,  [AUTH_FIELD_TIMESTAMP] = FIELD_STRING,
+	[AUTH_FIELD_DIGEST] = FIELD_STRING,     [AUTH_FIELD_CHALLENGE] = FIELD_BYTES,
+	[AUTH_FIELD_RESULT] = FIELD_U32,        [AUTH_FIELD_LOCATION] = FIELD_STRING,
+	[AUTH_FIELD_DELAY_MS] = FIELD_U32,
+};
+
+#define F(tag) (1u << (tag))
+/* Which fields each type requires, and which it allows besides. */
+static const struct {
+	uint32_t required, optional;
+} type_rules[AUTH_MSG_TYPE_COUNT] = {
+	[AUTH_MSG_VERIFY] = {F(AUTH_FIELD_USER) | F(AUTH_FIELD_PASSWORD) | F(AUTH_FIELD_CLIENT_IP) |
+				     F(AUTH_FIELD_FLAGS),
+			     0},
+	[AUTH_MSG_SASL_START] = {F(AUTH_FIELD_MECH) | F(AUTH_FIELD_CLIENT_IP) | F(AUTH_FIELD_FLAGS),
+				 F(AUTH_FIELD_RESPONSE) | F(AUTH_FIELD_CB_EXPORTER) |
+					 F(AUTH_FIELD_CB_ENDPOINT) | F(AUTH_FIELD_CERT_USER)},
+	[AUTH_MSG_SASL_CONTINUE] = {F(AUTH_FIELD_RESPONSE), 0},
+	[AUTH_MSG_SASL_ABORT] = {0, 0},
+	[AUTH_MSG_APOP] = {F(AUTH_FIELD_USER) | F(AUTH_FIELD_TIMESTAMP) | F(AUTH_FIELD_DIGEST) |
+				   F(AUTH_FIELD_CLIENT_IP) | F(AUTH_FIELD_FLAGS),
+			   0},
+	[AUTH_MSG_CHALLENGE] = {F(AUTH_FIELD_CHALLENGE), 0},
+	[AUTH_MSG_RESULT] = {F(AUTH_FIELD_RESULT),
+			     F(AUTH_FIELD_USER) | F(AUTH_FIELD_LOCATION) | F(AUTH_FIELD_DELAY_MS)},
+};
 
 static void put_u16(unsigned char *p, uint16_t v)
 {
@@ -28,98 +65,108 @@ static uint32_t get_u32(const unsigned char *p)
 	       ((uint32_t)p[3] << 24);
 }
 
-static int string_ok(const char *s, size_t len)
+void auth_msg_begin(struct auth_msg_builder *b, enum auth_msg_type type, uint32_t id)
 {
-	return len <= AUTH_PROTO_MAX_STRING && (len == 0 || memchr(s, '\0', len) == NULL);
+	put_u16(b->buf, AUTH_PROTO_VERSION);
+	put_u16(b->buf + 2, (uint16_t)type);
+	put_u32(b->buf + 4, id);
+	b->len = HEADER_LEN;
+	b->failed = false;
 }
 
-static size_t encode_two_strings(void *buf, size_t cap, uint16_t type, uint32_t id,
-				 const unsigned char *prefix, size_t prefix_len, const char *a,
-				 size_t a_len, const char *b, size_t b_len)
+void auth_msg_add_bytes(struct auth_msg_builder *b, enum auth_field tag, const void *data,
+			size_t len)
 {
-	unsigned char *p = buf;
-	size_t total = HEADER_LEN + prefix_len + 4 + a_len + b_len;
-
-	if (!string_ok(a, a_len) || !string_ok(b, b_len) || total > cap ||
-	    total > AUTH_PROTO_MAX_MESSAGE)
-		return 0;
-	put_u16(p, AUTH_PROTO_VERSION);
-	put_u16(p + 2, type);
-	put_u32(p + 4, id);
-	p += HEADER_LEN;
-	if (prefix_len > 0)
-		memcpy(p, prefix, prefix_len);
-	p += prefix_len;
-	put_u16(p, (uint16_t)a_len);
-	put_u16(p + 2, (uint16_t)b_len);
-	p += 4;
-	if (a_len > 0)
-		memcpy(p, a, a_len);
-	if (b_len > 0)
-		memcpy(p + a_len, b, b_len);
-	return total;
+	if (b->failed || len > 0xffff || b->len + FIELD_HEADER_LEN + len > sizeof(b->buf)) {
+		b->failed = true;
+		return;
+	}
+	b->buf[b->len] = (unsigned char)tag;
+	put_u16(b->buf + b->len + 1, (uint16_t)len);
+	if (len > 0)
+		memcpy(b->buf + b->len + FIELD_HEADER_LEN, data, len);
+	b->len += FIELD_HEADER_LEN + len;
 }
 
-/* Checks the header and splits the two length-prefixed strings after prefix_len bytes. */
-static int decode_two_strings(const void *buf, size_t len, uint16_t type, uint32_t *id_r,
-			      const unsigned char **prefix_r, size_t prefix_len, const char **a_r,
-			      size_t *a_len_r, const char **b_r, size_t *b_len_r)
+void auth_msg_add_str(struct auth_msg_builder *b, enum auth_field tag, const char *s)
+{
+	auth_msg_add_bytes(b, tag, s, strlen(s));
+}
+
+void auth_msg_add_u32(struct auth_msg_builder *b, enum auth_field tag, uint32_t value)
+{
+	unsigned char raw[4];
+
+	put_u32(raw, value);
+	auth_msg_add_bytes(b, tag, raw, sizeof(raw));
+}
+
+size_t auth_msg_finish(struct auth_msg_builder *b)
+{
+	return b->failed ? 0 : b->len;
+}
+
+void auth_msg_wipe(struct auth_msg_builder *b)
+{
+	sodium_memzero(b->buf, b->len);
+	b->len = 0;
+}
+
+static int field_value_ok(enum auth_field tag, const unsigned char *data, size_t len)
+{
+	switch (field_kinds[tag]) {
+	case FIELD_STRING:
+		return len == 0 || memchr(data, '\0', len) == NULL;
+	case FIELD_U32:
+		return len == 4;
+	case FIELD_BYTES:
+		return 1;
+	}
+	return 0;
+}
+
+int auth_msg_decode(const void *buf, size_t len, struct auth_msg *msg_r)
 {
 	const unsigned char *p = buf;
+	uint32_t seen = 0;
 
-	if (len < HEADER_LEN + prefix_len + 4 || len > AUTH_PROTO_MAX_MESSAGE)
+	memset(msg_r, 0, sizeof(*msg_r));
+	if (len < HEADER_LEN || len > AUTH_PROTO_MAX_MESSAGE || get_u16(p) != AUTH_PROTO_VERSION)
 		return -1;
-	if (get_u16(p) != AUTH_PROTO_VERSION || get_u16(p + 2) != type)
+	uint16_t type = get_u16(p + 2);
+	if (type == 0 || type >= AUTH_MSG_TYPE_COUNT)
 		return -1;
-	*id_r = get_u32(p + 4);
-	*prefix_r = p + HEADER_LEN;
-	const unsigned char *lens = p + HEADER_LEN + prefix_len;
-	size_t a_len = get_u16(lens), b_len = get_u16(lens + 2);
-	if (HEADER_LEN + prefix_len + 4 + a_len + b_len != len)
-		return -1;
-	*a_r = (const char *)lens + 4;
-	*b_r = *a_r + a_len;
-	*a_len_r = a_len;
-	*b_len_r = b_len;
-	if (!string_ok(*a_r, a_len) || !string_ok(*b_r, b_len))
+	msg_r->type = (enum auth_msg_type)type;
+	msg_r->id = get_u32(p + 4);
+	for (size_t pos = HEADER_LEN; pos < len;) {
+		if (len - pos < FIELD_HEADER_LEN)
+			return -1;
+		unsigned tag = p[pos];
+		size_t flen = get_u16(p + pos + 1);
+		pos += FIELD_HEADER_LEN;
+		if (tag == 0 || tag >= AUTH_FIELD_COUNT || (seen & F(tag)) != 0 || flen > len - pos ||
+		    !field_value_ok((enum auth_field)tag, p + pos, flen))
+			return -1;
+		seen |= F(tag);
+		msg_r->fields[tag] = (struct auth_field_value){p + pos, flen, true};
+		pos += flen;
+	}
+	uint32_t required = type_rules[type].required;
+	if ((seen & required) != required || (seen & ~(required | type_rules[type].optional)) != 0)
 		return -1;
 	return 0;
 }
 
-size_t auth_proto_encode_request(void *buf, size_t cap, const struct auth_verify_request *req)
+char *auth_msg_strdup(const struct auth_msg *msg, enum auth_field tag)
 {
-	return encode_two_strings(buf, cap, AUTH_MSG_VERIFY_REQUEST, req->id, NULL, 0, req->user,
-				  req->user_len, req->password, req->password_len);
+	const struct auth_field_value *v = &msg->fields[tag];
+
+	return v->present ? xstrndup((const char *)v->data, v->len) : NULL;
 }
 
-size_t auth_proto_encode_reply(void *buf, size_t cap, const struct auth_verify_reply *reply)
+uint32_t auth_msg_u32(const struct auth_msg *msg, enum auth_field tag, uint32_t fallback)
 {
-	unsigned char result = (unsigned char)reply->result;
+	const struct auth_field_value *v = &msg->fields[tag];
 
-	return encode_two_strings(buf, cap, AUTH_MSG_VERIFY_REPLY, reply->id, &result, 1,
-				  reply->user, reply->user_len, reply->location,
-				  reply->location_len);
-}
-
-int auth_proto_decode_request(const void *buf, size_t len, struct auth_verify_request *req_r)
-{
-	const unsigned char *prefix;
-
-	return decode_two_strings(buf, len, AUTH_MSG_VERIFY_REQUEST, &req_r->id, &prefix, 0,
-				  &req_r->user, &req_r->user_len, &req_r->password,
-				  &req_r->password_len);
-}
-
-int auth_proto_decode_reply(const void *buf, size_t len, struct auth_verify_reply *reply_r)
-{
-	const unsigned char *prefix;
-
-	if (decode_two_strings(buf, len, AUTH_MSG_VERIFY_REPLY, &reply_r->id, &prefix, 1,
-			       &reply_r->user, &reply_r->user_len, &reply_r->location,
-			       &reply_r->location_len) < 0)
-		return -1;
-	if (prefix[0] < AUTH_RESULT_OK || prefix[0] > AUTH_RESULT_TEMPFAIL)
-		return -1;
-	reply_r->result = (enum auth_result)prefix[0];
-	return 0;
+	return v->present && v->len == 4 ? get_u32(v->data) : fallback;
 }

@@ -1,61 +1,108 @@
 /* Typed, versioned messages between the POP3 workers and the auth process. Each message is one
- * SOCK_SEQPACKET datagram (so message boundaries are kept by the kernel). Every field is checked on
- * decode: a worker may be compromised, so the auth process treats its messages as hostile, and
- * the worker checks the auth process's replies just as strictly.
+ * SOCK_SEQPACKET datagram (the kernel keeps message boundaries). Every message is checked on
+ * decode against a table of the fields its type allows and requires: a worker may be compromised,
+ * so the auth process treats its messages as hostile, and the worker checks replies as strictly.
  *
- * Layout (all integers little-endian, no padding):
- *   header:  u16 version, u16 type, u32 request id
- *   VERIFY_REQUEST: header, u16 user_len, u16 password_len, user bytes, password bytes
- *   VERIFY_REPLY:   header, u8 result, u16 user_len, u16 location_len, user bytes, location bytes
- * Strings carry no NUL bytes and no terminator. */
+ * Layout (integers little-endian, no padding):
+ *   header: u16 version, u16 type, u32 request id
+ *   fields: u8 tag, u16 length, bytes — each tag at most once, in any order
+ * String fields hold no NUL byte and no terminator; byte fields (SASL data) may hold anything;
+ * u32 fields are exactly 4 bytes. */
 #ifndef BUZON_AUTH_AUTH_PROTO_H
 #define BUZON_AUTH_AUTH_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define AUTH_PROTO_VERSION 1
-/* The largest datagram either side sends or accepts; user names and passwords fit in a POP3
- * command line (255 octets), a mailbox location in PATH_MAX. */
-#define AUTH_PROTO_MAX_MESSAGE 8192
-#define AUTH_PROTO_MAX_STRING  4096
+#define AUTH_PROTO_VERSION 2
+/* The largest datagram either side sends or accepts: SASL responses are capped by the worker at
+ * POP3_MAX_SASL_LINE octets of base64, mailbox locations at PATH_MAX. */
+#define AUTH_PROTO_MAX_MESSAGE 16384
 
 enum auth_msg_type {
-	AUTH_MSG_VERIFY_REQUEST = 1,
-	AUTH_MSG_VERIFY_REPLY = 2,
+	/* worker -> auth */
+	AUTH_MSG_VERIFY = 1,   /* USER/PASS: USER, PASSWORD, CLIENT */
+	AUTH_MSG_SASL_START,   /* AUTH: MECH, CLIENT, optional RESPONSE and channel-binding data */
+	AUTH_MSG_SASL_CONTINUE, /* a client response: RESPONSE */
+	AUTH_MSG_SASL_ABORT,   /* the client sent "*" or went away */
+	AUTH_MSG_APOP,         /* APOP: USER, TIMESTAMP, DIGEST, CLIENT */
+	/* auth -> worker */
+	AUTH_MSG_CHALLENGE, /* SASL: send CHALLENGE to the client and wait for a response */
+	AUTH_MSG_RESULT,    /* RESULT; with OK also USER and LOCATION; DELAY_MS on failures */
+	AUTH_MSG_TYPE_COUNT
+};
+
+enum auth_field {
+	AUTH_FIELD_USER = 1,     /* string: the user name (in RESULT: the canonical one) */
+	AUTH_FIELD_PASSWORD,     /* string */
+	AUTH_FIELD_CLIENT_IP,    /* string: the client's address, for penalties and logs */
+	AUTH_FIELD_FLAGS,        /* u32: AUTH_FLAG_* */
+	AUTH_FIELD_MECH,         /* string: SASL mechanism name, upper case */
+	AUTH_FIELD_RESPONSE,     /* bytes: decoded SASL client response (may be empty) */
+	AUTH_FIELD_CB_EXPORTER,  /* bytes: RFC 9266 tls-exporter channel binding */
+	AUTH_FIELD_CB_ENDPOINT,  /* bytes: RFC 5929 tls-server-end-point channel binding */
+	AUTH_FIELD_CERT_USER,    /* string: identity of a verified client certificate (EXTERNAL) */
+	AUTH_FIELD_TIMESTAMP,    /* string: APOP banner timestamp */
+	AUTH_FIELD_DIGEST,       /* string: APOP digest, 32 hex digits */
+	AUTH_FIELD_CHALLENGE,    /* bytes: SASL server challenge (may be empty) */
+	AUTH_FIELD_RESULT,       /* u32: enum auth_result */
+	AUTH_FIELD_LOCATION,     /* string: the mailbox location, e.g. "maildir:/var/mail/x" */
+	AUTH_FIELD_DELAY_MS,     /* u32: wait this long before telling the client it failed */
+	AUTH_FIELD_COUNT
+};
+
+/* What the worker knows about the connection a request comes from. */
+enum auth_flag {
+	AUTH_FLAG_TLS = 1 << 0,      /* the connection is encrypted */
+	AUTH_FLAG_LOOPBACK = 1 << 1, /* the client is on this machine */
 };
 
 enum auth_result {
 	AUTH_RESULT_OK = 1,
-	AUTH_RESULT_FAIL = 2,	  /* unknown user or wrong password: indistinguishable on purpose */
+	AUTH_RESULT_FAIL = 2,     /* unknown user or wrong password: indistinguishable on purpose */
 	AUTH_RESULT_TEMPFAIL = 3, /* the user database could not be read */
+	AUTH_RESULT_BANNED = 4,   /* the client's address is refused for a while */
 };
 
-struct auth_verify_request {
+struct auth_field_value {
+	const unsigned char *data; /* points into the datagram */
+	size_t len;
+	bool present;
+};
+
+struct auth_msg {
+	enum auth_msg_type type;
 	uint32_t id;
-	const char *user; /* point into the datagram; not NUL-terminated */
-	size_t user_len;
-	const char *password;
-	size_t password_len;
+	struct auth_field_value fields[AUTH_FIELD_COUNT];
 };
 
-struct auth_verify_reply {
-	uint32_t id;
-	enum auth_result result;
-	const char *user;
-	size_t user_len;
-	const char *location;
-	size_t location_len;
+/* Builds one datagram. Adding past AUTH_PROTO_MAX_MESSAGE, or a string with a NUL, makes
+ * auth_msg_finish() fail. */
+struct auth_msg_builder {
+	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
+	size_t len;
+	bool failed;
 };
 
-/* Encoders return the datagram length written into buf, or 0 if it does not fit or a string is
- * too long or has a NUL byte. */
-size_t auth_proto_encode_request(void *buf, size_t cap, const struct auth_verify_request *req);
-size_t auth_proto_encode_reply(void *buf, size_t cap, const struct auth_verify_reply *reply);
+void auth_msg_begin(struct auth_msg_builder *b, enum auth_msg_type type, uint32_t id);
+void auth_msg_add_bytes(struct auth_msg_builder *b, enum auth_field tag, const void *data,
+			size_t len);
+void auth_msg_add_str(struct auth_msg_builder *b, enum auth_field tag, const char *s);
+void auth_msg_add_u32(struct auth_msg_builder *b, enum auth_field tag, uint32_t value);
+/* Returns the datagram length, or 0 if anything could not be added. */
+size_t auth_msg_finish(struct auth_msg_builder *b);
+/* Wipes the buffer (it may have held a password). */
+void auth_msg_wipe(struct auth_msg_builder *b);
 
-/* Decoders return 0 and fill the struct (pointers into buf), or -1 for anything malformed:
- * wrong version or type, lengths that disagree with the datagram size, NUL bytes. */
-int auth_proto_decode_request(const void *buf, size_t len, struct auth_verify_request *req_r);
-int auth_proto_decode_reply(const void *buf, size_t len, struct auth_verify_reply *reply_r);
+/* Decodes and validates a datagram: version, known type, known tags each at most once, lengths
+ * that add up exactly, the fields the type requires present and no field it does not allow, no
+ * NUL in string fields, u32 fields of 4 bytes. Returns 0, or -1 for anything malformed. */
+int auth_msg_decode(const void *buf, size_t len, struct auth_msg *msg_r);
+
+/* A present field as a newly allocated NUL-terminated string, or NULL if absent. */
+char *auth_msg_strdup(const struct auth_msg *msg, enum auth_field tag);
+/* A u32 field's value, or fallback if absent. */
+uint32_t auth_msg_u32(const struct auth_msg *msg, enum auth_field tag, uint32_t fallback);
 
 #endif

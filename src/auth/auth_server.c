@@ -1,10 +1,11 @@
-/* The auth process (see auth_server.h). The main thread polls the worker connections, decodes each
- * request strictly, looks the user up and queues a job; hashing threads verify and reply. A request
- * for an unknown user is verified against a dummy secret of the default scheme so that it costs the
- * same time as a wrong password. */
+/* The auth process (see auth_server.h). One main thread owns everything: it polls the workers'
+ * connections, decodes each request strictly, looks the user up, and hands slow password checks to
+ * the hashing threads (auth_hasher.c); their verdicts come back to the main thread, which alone
+ * answers, so connections and the user database need no locks. A request for an unknown user is
+ * checked against a dummy secret of the default scheme, so it costs the same time as a wrong
+ * password. */
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/auth_hasher.h"
 #include "auth/auth_proto.h"
 #include "auth/auth_server.h"
 #include "auth/passwd_file.h"
@@ -20,23 +22,22 @@
 #include "core/log.h"
 #include "core/util.h"
 
-/* One worker's connection; shared between the poll loop and the hashing threads. */
+/* One worker's connection. Requests in the hashing threads hold references, so that a worker that
+ * went away does not leave them pointing at a reused descriptor. */
 struct auth_conn {
 	int fd;
-	pthread_mutex_t lock;
 	unsigned int refs;
 	bool closed;
 };
 
-struct auth_job {
-	struct auth_job *next;
+/* A login attempt waiting for its password check. */
+struct auth_request {
+	struct auth_check check; /* first: the hasher hands this back */
 	struct auth_conn *conn;
 	uint32_t id;
 	bool known_user;
-	char *user;
-	char *password;
-	char *secret;
-	char *location;
+	char *user;      /* the canonical name from the passwd-file, or what the client sent */
+	char *client_ip; /* for logs */
 };
 
 struct auth_server {
@@ -44,103 +45,92 @@ struct auth_server {
 	struct passwd_db db;
 	bool db_loaded;
 	char *dummy_secret;
-
+	struct auth_hasher *hasher;
 	struct auth_conn **conns;
 	size_t conn_count;
-
-	pthread_mutex_t queue_lock;
-	pthread_cond_t queue_cond;
-	struct auth_job *queue_head, *queue_tail;
-	bool stopping;
-	pthread_t *threads;
-	unsigned int thread_count;
 };
 
 static void auth_conn_unref(struct auth_conn **connp)
 {
 	struct auth_conn *conn = *connp;
-	bool last;
 
 	*connp = NULL;
-	pthread_mutex_lock(&conn->lock);
-	last = --conn->refs == 0;
-	pthread_mutex_unlock(&conn->lock);
-	if (last) {
-		pthread_mutex_destroy(&conn->lock);
+	if (--conn->refs == 0)
 		free(conn);
-	}
 }
 
-static void auth_job_free(struct auth_job **jobp)
+static void auth_request_free(struct auth_request **reqp)
 {
-	struct auth_job *job = *jobp;
+	struct auth_request *req = *reqp;
 
-	if (job->password != NULL) {
-		sodium_memzero(job->password, strlen(job->password));
-		free(job->password);
-	}
-	free(job->user);
-	free(job->secret);
-	free(job->location);
-	if (job->conn != NULL)
-		auth_conn_unref(&job->conn);
-	x_free(jobp);
+	auth_check_clear(&req->check);
+	free(req->user);
+	free(req->client_ip);
+	if (req->conn != NULL)
+		auth_conn_unref(&req->conn);
+	x_free(reqp);
 }
 
-static void auth_send_reply(struct auth_conn *conn, const struct auth_verify_reply *reply)
+static void auth_drop_check(struct auth_check *check)
 {
-	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
-	size_t len = auth_proto_encode_reply(buf, sizeof(buf), reply);
+	struct auth_request *req = (struct auth_request *)check;
 
-	if (len == 0) {
-		log_error("auth_reply_encode_failed", "id=%u", reply->id);
+	auth_request_free(&req);
+}
+
+static void auth_send(struct auth_conn *conn, struct auth_msg_builder *b)
+{
+	size_t len = auth_msg_finish(b);
+
+	if (len == 0)
+		log_error("auth_reply_encode_failed", "%s", "");
+	else if (!conn->closed && send(conn->fd, b->buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_warn("auth_reply_send_failed", "error=%s", log_quote(strerror(errno)));
+	auth_msg_wipe(b);
+}
+
+static void auth_send_result(struct auth_conn *conn, uint32_t id, enum auth_result result,
+			     const char *user, const char *location, unsigned int delay_ms)
+{
+	struct auth_msg_builder b;
+
+	auth_msg_begin(&b, AUTH_MSG_RESULT, id);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, (uint32_t)result);
+	if (user != NULL)
+		auth_msg_add_str(&b, AUTH_FIELD_USER, user);
+	if (location != NULL)
+		auth_msg_add_str(&b, AUTH_FIELD_LOCATION, location);
+	if (delay_ms > 0)
+		auth_msg_add_u32(&b, AUTH_FIELD_DELAY_MS, delay_ms);
+	auth_send(conn, &b);
+}
+
+/* Answers a finished login attempt: the one place that decides what the worker hears. */
+static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint32_t id,
+			const char *user, bool success)
+{
+	if (!success) {
+		auth_send_result(conn, id, AUTH_RESULT_FAIL, NULL, NULL,
+				 server->config->auth_failure_delay_ms);
 		return;
 	}
-	pthread_mutex_lock(&conn->lock);
-	if (!conn->closed && send(conn->fd, buf, len, MSG_NOSIGNAL) < 0)
-		log_warn("auth_reply_send_failed", "error=%s", log_quote(strerror(errno)));
-	pthread_mutex_unlock(&conn->lock);
+	char *location = config_expand_location(server->config->mail_location, user);
+	if (location == NULL) {
+		log_error("mail_location_invalid", "user=%s", log_quote(user));
+		auth_send_result(conn, id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		return;
+	}
+	auth_send_result(conn, id, AUTH_RESULT_OK, user, location, 0);
+	free(location);
 }
 
-static void auth_job_run(struct auth_job *job)
+static void auth_check_finished(struct auth_server *server, struct auth_request *req)
 {
-	const char *error = NULL;
-	int match = password_verify(job->secret, job->password, &error);
-	struct auth_verify_reply reply = {.id = job->id, .result = AUTH_RESULT_FAIL};
-
-	if (match < 0 && job->known_user)
-		log_error("auth_secret_invalid", "user=%s error=%s", log_quote(job->user),
-			  log_quote(error != NULL ? error : "unknown"));
-	if (match == 1 && job->known_user) {
-		reply.result = AUTH_RESULT_OK;
-		reply.user = job->user;
-		reply.user_len = strlen(job->user);
-		reply.location = job->location;
-		reply.location_len = strlen(job->location);
-	}
-	auth_send_reply(job->conn, &reply);
-}
-
-static void *auth_thread_main(void *arg)
-{
-	struct auth_server *server = arg;
-
-	for (;;) {
-		pthread_mutex_lock(&server->queue_lock);
-		while (server->queue_head == NULL && !server->stopping)
-			pthread_cond_wait(&server->queue_cond, &server->queue_lock);
-		struct auth_job *job = server->queue_head;
-		if (job == NULL) {
-			pthread_mutex_unlock(&server->queue_lock);
-			return NULL;
-		}
-		server->queue_head = job->next;
-		if (server->queue_head == NULL)
-			server->queue_tail = NULL;
-		pthread_mutex_unlock(&server->queue_lock);
-		auth_job_run(job);
-		auth_job_free(&job);
-	}
+	if (req->check.verdict < 0 && req->known_user)
+		log_error("auth_secret_invalid", "user=%s error=%s", log_quote(req->user),
+			  log_quote(req->check.error != NULL ? req->check.error : "unknown"));
+	auth_finish(server, req->conn, req->id, req->user,
+		    req->known_user && req->check.verdict == 1);
 }
 
 static void auth_report_bad_line(void *context, unsigned int line, const char *message)
@@ -180,71 +170,61 @@ static int auth_db_refresh(struct auth_server *server)
 	return 0;
 }
 
-static void auth_queue_push(struct auth_server *server, struct auth_job *job)
+/* Looks user up; NULL if unknown (or the name is not a valid one). */
+static const struct passwd_entry *auth_lookup(struct auth_server *server, const char *user)
 {
-	pthread_mutex_lock(&server->queue_lock);
-	if (server->queue_tail != NULL)
-		server->queue_tail->next = job;
-	else
-		server->queue_head = job;
-	server->queue_tail = job;
-	pthread_cond_signal(&server->queue_cond);
-	pthread_mutex_unlock(&server->queue_lock);
+	return passwd_user_name_valid(user) ? passwd_db_lookup(&server->db, user) : NULL;
 }
 
-static void auth_reply_now(struct auth_conn *conn, uint32_t id, enum auth_result result)
+/* USER/PASS: queue the password check. */
+static void auth_handle_verify(struct auth_server *server, struct auth_conn *conn,
+			       const struct auth_msg *msg)
 {
-	struct auth_verify_reply reply = {.id = id, .result = result};
+	struct auth_request *req = xcalloc(1, sizeof(*req));
 
-	auth_send_reply(conn, &reply);
+	req->id = msg->id;
+	req->user = auth_msg_strdup(msg, AUTH_FIELD_USER);
+	req->client_ip = auth_msg_strdup(msg, AUTH_FIELD_CLIENT_IP);
+	req->check.password = auth_msg_strdup(msg, AUTH_FIELD_PASSWORD);
+	const struct passwd_entry *entry = auth_lookup(server, req->user);
+	req->known_user = entry != NULL;
+	req->check.secret = xstrdup(entry != NULL ? entry->secret : server->dummy_secret);
+	if (entry != NULL) {
+		free(req->user);
+		req->user = xstrdup(entry->user);
+	}
+	conn->refs++;
+	req->conn = conn;
+	auth_hasher_submit(server->hasher, &req->check);
 }
 
-/* Turns one decoded request into a job, or answers it at once when it cannot succeed. */
-static void auth_handle_request(struct auth_server *server, struct auth_conn *conn,
-				const struct auth_verify_request *req)
+static void auth_handle_message(struct auth_server *server, struct auth_conn *conn,
+				const struct auth_msg *msg)
 {
-	char *user = xstrndup(req->user, req->user_len);
-	const struct passwd_entry *entry = NULL;
-
 	if (auth_db_refresh(server) < 0) {
-		free(user);
-		auth_reply_now(conn, req->id, AUTH_RESULT_TEMPFAIL);
+		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
 		return;
 	}
-	if (passwd_user_name_valid(user))
-		entry = passwd_db_lookup(&server->db, user);
-
-	struct auth_job *job = xcalloc(1, sizeof(*job));
-	job->id = req->id;
-	job->user = user;
-	job->password = xstrndup(req->password, req->password_len);
-	job->known_user = entry != NULL;
-	job->secret = xstrdup(entry != NULL ? entry->secret : server->dummy_secret);
-	if (entry != NULL) {
-		job->location = config_expand_location(server->config->mail_location, entry->user);
-		if (job->location == NULL) {
-			log_error("mail_location_invalid", "user=%s", log_quote(user));
-			auth_job_free(&job);
-			auth_reply_now(conn, req->id, AUTH_RESULT_TEMPFAIL);
-			return;
-		}
+	switch (msg->type) {
+	case AUTH_MSG_VERIFY:
+		auth_handle_verify(server, conn, msg);
+		break;
+	case AUTH_MSG_SASL_ABORT:
+		break; /* no conversation is kept for this id */
+	default:
+		/* a mechanism or command this auth process does not offer */
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		break;
 	}
-	pthread_mutex_lock(&conn->lock);
-	conn->refs++;
-	pthread_mutex_unlock(&conn->lock);
-	job->conn = conn;
-	auth_queue_push(server, job);
 }
 
 static void auth_conn_close(struct auth_server *server, size_t index)
 {
 	struct auth_conn *conn = server->conns[index];
 
-	pthread_mutex_lock(&conn->lock);
 	conn->closed = true;
 	close(conn->fd);
 	conn->fd = -1;
-	pthread_mutex_unlock(&conn->lock);
 	server->conns[index] = server->conns[--server->conn_count];
 	auth_conn_unref(&conn);
 }
@@ -255,7 +235,7 @@ static void auth_conn_readable(struct auth_server *server, size_t index)
 {
 	unsigned char buf[AUTH_PROTO_MAX_MESSAGE + 1];
 	struct auth_conn *conn = server->conns[index];
-	struct auth_verify_request req;
+	struct auth_msg msg;
 	ssize_t len = recv(conn->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 	if (len < 0 && (errno == EAGAIN || errno == EINTR))
@@ -264,14 +244,13 @@ static void auth_conn_readable(struct auth_server *server, size_t index)
 		auth_conn_close(server, index);
 		return;
 	}
-	if (auth_proto_decode_request(buf, (size_t)len, &req) < 0) {
+	if (auth_msg_decode(buf, (size_t)len, &msg) < 0 || msg.type > AUTH_MSG_APOP) {
 		log_warn("auth_request_malformed", "bytes=%zd", len);
-		sodium_memzero(buf, sizeof(buf));
 		auth_conn_close(server, index);
-		return;
+	} else {
+		auth_handle_message(server, conn, &msg);
 	}
-	auth_handle_request(server, conn, &req);
-	sodium_memzero(buf, sizeof(buf));
+	sodium_memzero(buf, (size_t)len);
 }
 
 /* A one-byte message that can carry one descriptor as SCM_RIGHTS. */
@@ -323,78 +302,57 @@ static int auth_control_readable(struct auth_server *server, int control_fd)
 		return 0;
 	struct auth_conn *conn = xcalloc(1, sizeof(*conn));
 	memcpy(&conn->fd, CMSG_DATA(cmsg), sizeof(int));
-	pthread_mutex_init(&conn->lock, NULL);
 	conn->refs = 1;
 	server->conns = xrealloc(server->conns, (server->conn_count + 1) * sizeof(*server->conns));
 	server->conns[server->conn_count++] = conn;
 	return 0;
 }
 
+static void auth_take_finished(struct auth_server *server)
+{
+	struct auth_check *check;
+
+	while ((check = auth_hasher_take_done(server->hasher)) != NULL) {
+		struct auth_request *req = (struct auth_request *)check;
+		auth_check_finished(server, req);
+		auth_request_free(&req);
+	}
+}
+
+enum { POLL_CONTROL, POLL_SIGNAL, POLL_HASHER, POLL_FIRST_CONN };
+
 static void auth_server_loop(struct auth_server *server, int control_fd, int signal_fd)
 {
 	struct pollfd *fds = NULL;
 
 	for (;;) {
-		size_t nfds = server->conn_count + 2;
+		size_t nfds = server->conn_count + POLL_FIRST_CONN;
 		fds = xrealloc(fds, nfds * sizeof(*fds));
-		fds[0] = (struct pollfd){.fd = control_fd, .events = POLLIN};
-		fds[1] = (struct pollfd){.fd = signal_fd, .events = POLLIN};
+		fds[POLL_CONTROL] = (struct pollfd){.fd = control_fd, .events = POLLIN};
+		fds[POLL_SIGNAL] = (struct pollfd){.fd = signal_fd, .events = POLLIN};
+		fds[POLL_HASHER] =
+			(struct pollfd){.fd = auth_hasher_fd(server->hasher), .events = POLLIN};
 		for (size_t i = 0; i < server->conn_count; i++)
-			fds[i + 2] = (struct pollfd){.fd = server->conns[i]->fd, .events = POLLIN};
+			fds[i + POLL_FIRST_CONN] =
+				(struct pollfd){.fd = server->conns[i]->fd, .events = POLLIN};
 		if (poll(fds, nfds, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			fatal("poll failed: %s", strerror(errno));
 		}
-		if (fds[1].revents != 0)
+		if (fds[POLL_SIGNAL].revents != 0)
 			break;
-		if (fds[0].revents != 0 && auth_control_readable(server, control_fd) < 0)
+		if (fds[POLL_CONTROL].revents != 0 && auth_control_readable(server, control_fd) < 0)
 			break;
+		if (fds[POLL_HASHER].revents != 0)
+			auth_take_finished(server);
 		/* walk backwards: closing a connection moves the last one into its slot */
-		for (size_t i = nfds - 2; i-- > 0;) {
-			if (i < server->conn_count && fds[i + 2].revents != 0)
+		for (size_t i = nfds - POLL_FIRST_CONN; i-- > 0;) {
+			if (i < server->conn_count && fds[i + POLL_FIRST_CONN].revents != 0)
 				auth_conn_readable(server, i);
 		}
 	}
 	free(fds);
-}
-
-static void auth_server_start_threads(struct auth_server *server)
-{
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-	server->thread_count = server->config->auth_threads != 0
-				   ? server->config->auth_threads
-				   : (unsigned int)(cores > 0 ? cores : 2);
-	server->threads = xcalloc(server->thread_count, sizeof(*server->threads));
-	for (unsigned int i = 0; i < server->thread_count; i++) {
-		if (pthread_create(&server->threads[i], NULL, auth_thread_main, server) != 0)
-			fatal("pthread_create failed");
-	}
-}
-
-static void auth_server_stop(struct auth_server *server)
-{
-	pthread_mutex_lock(&server->queue_lock);
-	server->stopping = true;
-	/* drop queued work: the workers are going away too */
-	while (server->queue_head != NULL) {
-		struct auth_job *job = server->queue_head;
-		server->queue_head = job->next;
-		auth_job_free(&job);
-	}
-	server->queue_tail = NULL;
-	pthread_cond_broadcast(&server->queue_cond);
-	pthread_mutex_unlock(&server->queue_lock);
-	for (unsigned int i = 0; i < server->thread_count; i++)
-		pthread_join(server->threads[i], NULL);
-	free(server->threads);
-	while (server->conn_count > 0)
-		auth_conn_close(server, server->conn_count - 1);
-	free(server->conns);
-	if (server->db_loaded)
-		passwd_db_free(&server->db);
-	free(server->dummy_secret);
 }
 
 static char *auth_make_dummy_secret(const char *scheme)
@@ -414,6 +372,17 @@ static char *auth_make_dummy_secret(const char *scheme)
 	return secret;
 }
 
+static void auth_server_free(struct auth_server *server)
+{
+	auth_hasher_stop(&server->hasher, auth_drop_check);
+	while (server->conn_count > 0)
+		auth_conn_close(server, server->conn_count - 1);
+	free(server->conns);
+	if (server->db_loaded)
+		passwd_db_free(&server->db);
+	free(server->dummy_secret);
+}
+
 int auth_server_main(const struct buzon_config *config, int control_fd)
 {
 	struct auth_server server = {.config = config};
@@ -431,18 +400,14 @@ int auth_server_main(const struct buzon_config *config, int control_fd)
 	if (signal_fd < 0)
 		fatal("signalfd failed: %s", strerror(errno));
 
-	pthread_mutex_init(&server.queue_lock, NULL);
-	pthread_cond_init(&server.queue_cond, NULL);
 	server.dummy_secret = auth_make_dummy_secret(config->default_scheme);
 	(void)auth_db_refresh(&server);
-	auth_server_start_threads(&server);
-	log_info("auth_started", "threads=%u", server.thread_count);
+	server.hasher = auth_hasher_start(config->auth_threads);
+	log_info("auth_started", "threads=%u", auth_hasher_thread_count(server.hasher));
 
 	auth_server_loop(&server, control_fd, signal_fd);
 
-	auth_server_stop(&server);
-	pthread_mutex_destroy(&server.queue_lock);
-	pthread_cond_destroy(&server.queue_cond);
+	auth_server_free(&server);
 	close(signal_fd);
 	log_info("auth_stopped", "%s", "");
 	return 0;

@@ -121,31 +121,49 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 	return POP3_OUTCOME_OK;
 }
 
-static void pop3_pass_answered(void *context, enum auth_result result, const char *user,
-			       const char *location)
+static void pop3_pass_answered(void *context, const struct auth_reply *reply)
 {
 	struct pop3_session *session = context;
-	unsigned int delay_ms = session->worker->config->auth_failure_delay_ms;
 
 	session->auth_request = 0;
-	if (result == AUTH_RESULT_OK) {
-		pop3_session_resume(session, pop3_login_open_mailbox(session, user, location));
-		return;
-	}
-	if (result == AUTH_RESULT_TEMPFAIL) {
-		pop3_reply_err(session,
-			       "[SYS/TEMP] Authentication is unavailable, try again later");
+	if (reply->type != AUTH_MSG_RESULT) {
+		/* USER/PASS has no challenges: an auth process that sends one is broken */
+		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
 		return;
+	}
+	switch (reply->result) {
+	case AUTH_RESULT_OK:
+		pop3_session_resume(session,
+				    pop3_login_open_mailbox(session, reply->user, reply->location));
+		return;
+	case AUTH_RESULT_TEMPFAIL:
+		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_session_resume(session, POP3_OUTCOME_OK);
+		return;
+	default:
+		break;
 	}
 	log_info("login_failed", "session=%s user=%s ip=%s", session->id,
 		 log_quote(session->user != NULL ? session->user : ""), session->ip);
 	/* RFC 1939 §7: after a failed PASS the client starts again with USER */
 	x_free(&session->user);
-	/* a delay before the answer slows down guessing on this connection */
-	struct timeval delay = {.tv_sec = delay_ms / 1000, .tv_usec = (delay_ms % 1000) * 1000};
+	/* the auth process says how long to wait before answering: it slows down guessing */
+	struct timeval delay = {.tv_sec = reply->delay_ms / 1000,
+				.tv_usec = (reply->delay_ms % 1000) * 1000};
 	session->delay_timer = evtimer_new(session->worker->base, pop3_login_failed, session);
 	evtimer_add(session->delay_timer, &delay);
+}
+
+/* The connection facts the auth process weighs (penalties, cleartext policy). */
+static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_builder *b)
+{
+	uint32_t flags = 0;
+
+	if (pop3_session_is_loopback(session))
+		flags |= AUTH_FLAG_LOOPBACK;
+	auth_msg_add_str(b, AUTH_FIELD_CLIENT_IP, session->ip);
+	auth_msg_add_u32(b, AUTH_FIELD_FLAGS, flags);
 }
 
 static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
@@ -159,8 +177,11 @@ static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
 		pop3_reply_err(session, "PASS needs a password");
 		return POP3_OUTCOME_BAD;
 	}
-	session->auth_request = auth_client_verify(session->worker->auth, session->user, cmd->rest,
-						   pop3_pass_answered, session);
+	struct auth_msg_builder *b = auth_client_begin(session->worker->auth, AUTH_MSG_VERIFY, 0);
+	auth_msg_add_str(b, AUTH_FIELD_USER, session->user);
+	auth_msg_add_str(b, AUTH_FIELD_PASSWORD, cmd->rest);
+	pop3_auth_add_client(session, b);
+	session->auth_request = auth_client_send(session->worker->auth, pop3_pass_answered, session);
 	return POP3_OUTCOME_WAIT;
 }
 

@@ -129,6 +129,21 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	return session;
 }
 
+bool pop3_session_is_loopback(const struct pop3_session *session)
+{
+	const struct sockaddr *addr = (const struct sockaddr *)&session->peer;
+
+	if (addr->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127;
+	if (addr->sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)addr)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(a6))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127;
+	}
+	return false;
+}
+
 static void pop3_session_release_prelogin(struct pop3_session *session)
 {
 	if (session->prelogin_counted) {

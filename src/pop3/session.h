@@ -105,6 +105,9 @@ void pop3_stream_abort(struct pop3_session *session);
  * keep using the session until it returns to the event loop. */
 void pop3_session_close_later(struct pop3_session *session, const char *reason);
 
+/* True if the client connects from this machine (127.0.0.0/8, ::1, IPv4-mapped loopback). */
+bool pop3_session_is_loopback(const struct pop3_session *session);
+
 /* Called by commands.c when the auth process answers a PASS. */
 void pop3_session_resume(struct pop3_session *session, enum pop3_outcome outcome);
 

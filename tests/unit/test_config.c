@@ -1,4 +1,4 @@
-/* Unit tests for the config reader, the auth wire format and the mail location template. */
+/* Unit tests for the config reader, durations and the mail location template. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include "auth/auth_proto.h"
 #include "core/config.h"
 #include "core/util.h"
 
@@ -120,47 +119,6 @@ static void test_location_expansion(void **state)
 	assert_null(config_expand_location("/var/mail/%x", "joe"));
 }
 
-static void test_auth_proto_round_trip_and_rejects(void **state)
-{
-	unsigned char buf[AUTH_PROTO_MAX_MESSAGE];
-	struct auth_verify_request req = {
-	    .id = 7, .user = "demo", .user_len = 4, .password = "p w", .password_len = 3};
-	struct auth_verify_request got;
-	size_t len = auth_proto_encode_request(buf, sizeof(buf), &req);
-
-	assert_true(len > 0);
-	assert_int_equal(auth_proto_decode_request(buf, len, &got), 0);
-	assert_int_equal(got.id, 7);
-	assert_memory_equal(got.user, "demo", 4);
-	assert_memory_equal(got.password, "p w", 3);
-	/* every truncation and an extra byte are rejected */
-	for (size_t cut = 0; cut < len; cut++)
-		assert_int_equal(auth_proto_decode_request(buf, cut, &got), -1);
-	assert_int_equal(auth_proto_decode_request(buf, len + 1, &got), -1);
-	/* wrong version, wrong type */
-	buf[0] ^= 1;
-	assert_int_equal(auth_proto_decode_request(buf, len, &got), -1);
-	buf[0] ^= 1;
-	struct auth_verify_reply reply;
-	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), -1);
-	/* NUL bytes in strings are refused on both sides */
-	req.user = "de\0o";
-	assert_int_equal(auth_proto_encode_request(buf, sizeof(buf), &req), 0);
-
-	struct auth_verify_reply out = {.id = 9,
-					.result = AUTH_RESULT_OK,
-					.user = "demo",
-					.user_len = 4,
-					.location = "maildir:/m/demo",
-					.location_len = 15};
-	len = auth_proto_encode_reply(buf, sizeof(buf), &out);
-	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), 0);
-	assert_int_equal(reply.result, AUTH_RESULT_OK);
-	assert_memory_equal(reply.location, "maildir:/m/demo", 15);
-	buf[8] = 9; /* result out of range */
-	assert_int_equal(auth_proto_decode_reply(buf, len, &reply), -1);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,7 +127,6 @@ int main(void)
 	    cmocka_unit_test(test_missing_required_keys),
 	    cmocka_unit_test(test_durations),
 	    cmocka_unit_test(test_location_expansion),
-	    cmocka_unit_test(test_auth_proto_round_trip_and_rejects),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,22 +45,25 @@ struct harness {
 static void fake_auth_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct harness *h = arg;
-	unsigned char in[AUTH_PROTO_MAX_MESSAGE], out[AUTH_PROTO_MAX_MESSAGE];
-	struct auth_verify_request req;
+	unsigned char in[AUTH_PROTO_MAX_MESSAGE];
+	struct auth_msg msg;
+	struct auth_msg_builder out;
 	ssize_t len = recv(fd, in, sizeof(in), MSG_DONTWAIT);
 
-	if (len <= 0 || auth_proto_decode_request(in, (size_t)len, &req) < 0)
+	if (len <= 0 || auth_msg_decode(in, (size_t)len, &msg) < 0 || msg.type != AUTH_MSG_VERIFY)
 		return;
-	struct auth_verify_reply reply = {.id = req.id, .result = AUTH_RESULT_FAIL};
-	if (req.password_len == 5 && memcmp(req.password, "right", 5) == 0) {
-		reply.result = AUTH_RESULT_OK;
-		reply.user = req.user;
-		reply.user_len = req.user_len;
-		reply.location = h->location;
-		reply.location_len = strlen(h->location);
+	const struct auth_field_value *pass = &msg.fields[AUTH_FIELD_PASSWORD];
+	bool right = pass->len == 5 && memcmp(pass->data, "right", 5) == 0;
+	auth_msg_begin(&out, AUTH_MSG_RESULT, msg.id);
+	auth_msg_add_u32(&out, AUTH_FIELD_RESULT, right ? AUTH_RESULT_OK : AUTH_RESULT_FAIL);
+	if (right) {
+		auth_msg_add_bytes(&out, AUTH_FIELD_USER, msg.fields[AUTH_FIELD_USER].data,
+				   msg.fields[AUTH_FIELD_USER].len);
+		auth_msg_add_str(&out, AUTH_FIELD_LOCATION, h->location);
 	}
-	size_t n = auth_proto_encode_reply(out, sizeof(out), &reply);
-	assert_true(send(fd, out, n, 0) == (ssize_t)n);
+	size_t n = auth_msg_finish(&out);
+	assert_true(n > 0);
+	assert_true(send(fd, out.buf, n, 0) == (ssize_t)n);
 }
 
 static int setup(void **state)
