@@ -1,4 +1,5 @@
-/* Password schemes: one table row per scheme name, each with its verify and hash functions. */
+/* Password schemes: one table row per scheme name, each with its verify and hash functions, and the
+ * splitting of a stored field that holds several secrets (see password.h for its syntax). */
 #include <crypt.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 
 #include "auth/password.h"
 #include "core/util.h"
+#include "sasl/hmac_md5.h"
+#include "sasl/scram_secret.h"
 
 /* Salt bytes for new SSHA256/SSHA512 secrets. Dovecot reads any salt length after the digest;
  * 16 random bytes make precomputed tables useless. */
@@ -271,6 +274,67 @@ static char *plain_scheme_hash(const struct password_scheme *scheme, const char 
 	return xstrdup(password);
 }
 
+static int scram_scheme_verify(const struct password_scheme *scheme, const char *data,
+			       const char *password, const char **error_r)
+{
+	struct scram_secret stored, given;
+	int ret = -1;
+
+	if (scram_secret_parse(scheme->md(), data, strlen(data), &stored, error_r) < 0)
+		return -1;
+	if (scram_secret_derive(scheme->md(), password, strlen(password), stored.salt,
+				stored.salt_len, stored.iterations, &given, error_r) == 0)
+		ret =
+		    sodium_memcmp(stored.stored_key, given.stored_key, stored.key_len) == 0 ? 1 : 0;
+	scram_secret_clear(&stored);
+	scram_secret_clear(&given);
+	return ret;
+}
+
+static char *scram_scheme_hash(const struct password_scheme *scheme, const char *password,
+			       const char **error_r)
+{
+	unsigned char salt[SCRAM_SALT_NEW_LEN];
+	struct scram_secret secret;
+
+	randombytes_buf(salt, sizeof(salt));
+	if (scram_secret_derive(scheme->md(), password, strlen(password), salt, sizeof(salt),
+				SCRAM_ITERATIONS_DEFAULT, &secret, error_r) < 0)
+		return NULL;
+	char *data = scram_secret_format(&secret);
+	scram_secret_clear(&secret);
+	return data;
+}
+
+/* {CRAM-MD5} keeps HMAC-MD5 states, so checking a password means recomputing them. */
+static int cram_scheme_verify(const struct password_scheme *scheme, const char *data,
+			      const char *password, const char **error_r)
+{
+	struct hmac_md5_context stored, given;
+
+	if (hmac_md5_context_decode(data, strlen(data), &stored) < 0) {
+		*error_r = "malformed CRAM-MD5 secret: expected 64 hex digits";
+		return -1;
+	}
+	hmac_md5_context_init(&given, (const unsigned char *)password, strlen(password));
+	int ret = sodium_memcmp(&stored, &given, sizeof(stored)) == 0 ? 1 : 0;
+	sodium_memzero(&stored, sizeof(stored));
+	sodium_memzero(&given, sizeof(given));
+	return ret;
+}
+
+static char *cram_scheme_hash(const struct password_scheme *scheme, const char *password,
+			      const char **error_r)
+{
+	struct hmac_md5_context ctx;
+	char hex[HMAC_MD5_CONTEXT_HEX_LEN + 1];
+
+	hmac_md5_context_init(&ctx, (const unsigned char *)password, strlen(password));
+	hmac_md5_context_encode(&ctx, hex);
+	sodium_memzero(&ctx, sizeof(ctx));
+	return xstrdup(hex);
+}
+
 #define CRYPT_SCHEME(name_, prefix_)                                                               \
 	{                                                                                          \
 		.name = name_, .verify = crypt_scheme_verify, .hash = crypt_scheme_hash,           \
@@ -293,6 +357,11 @@ static char *plain_scheme_hash(const struct password_scheme *scheme, const char 
 		.plaintext = true                                                                  \
 	}
 
+#define SCRAM_SCHEME(name_, md_)                                                                   \
+	{                                                                                          \
+		.name = name_, .verify = scram_scheme_verify, .hash = scram_scheme_hash, .md = md_ \
+	}
+
 /* The first row is what a secret without a {SCHEME} prefix means. CRYPT verifies any libcrypt
  * method whatever its name says, like Dovecot; new CRYPT secrets are yescrypt. */
 static const struct password_scheme password_schemes[] = {
@@ -311,6 +380,9 @@ static const struct password_scheme password_schemes[] = {
     DIGEST_SCHEME("SHA512", EVP_sha512, false),
     DIGEST_SCHEME("SSHA256", EVP_sha256, true),
     DIGEST_SCHEME("SSHA512", EVP_sha512, true),
+    SCRAM_SCHEME("SCRAM-SHA-256", EVP_sha256),
+    SCRAM_SCHEME("SCRAM-SHA-1", EVP_sha1),
+    {.name = "CRAM-MD5", .verify = cram_scheme_verify, .hash = cram_scheme_hash},
     PLAIN_SCHEME("PLAIN"),
     PLAIN_SCHEME("CLEAR"),
     PLAIN_SCHEME("CLEARTEXT"),
@@ -326,38 +398,99 @@ static const struct password_scheme *password_scheme_find(const char *name, size
 	return NULL;
 }
 
-/* Splits "{SCHEME}data"; a secret without '{' is a crypt string. */
-static int password_split(const char *stored, const struct password_scheme **scheme_r,
-			  const char **data_r, const char **error_r)
+static bool password_part_scheme_is(const struct password_part *part, const char *name)
 {
-	if (stored[0] != '{') {
-		*scheme_r = &password_schemes[0];
-		*data_r = stored;
-		return 0;
+	return part->scheme != NULL && strlen(name) == part->scheme_len &&
+	       strncasecmp(part->scheme, name, part->scheme_len) == 0;
+}
+
+bool password_part_is_plaintext(const struct password_part *part)
+{
+	const struct password_scheme *scheme =
+	    part->scheme == NULL ? NULL : password_scheme_find(part->scheme, part->scheme_len);
+
+	return scheme != NULL && scheme->plaintext;
+}
+
+bool password_field_next(const char **pos, struct password_part *part_r)
+{
+	const char *p = *pos;
+
+	if (p == NULL)
+		return false;
+	memset(part_r, 0, sizeof(*part_r));
+	if (*p == '{') {
+		const char *close = p + 1 + strcspn(p + 1, "} ");
+		if (*close == '}') {
+			part_r->scheme = p + 1;
+			part_r->scheme_len = (size_t)(close - p - 1);
+			p = close + 1;
+		}
 	}
-	const char *end = strchr(stored, '}');
-	if (end == NULL) {
+	part_r->data = p;
+	/* A plaintext password may hold spaces, so it runs to the end of the field. */
+	const char *end = password_part_is_plaintext(part_r) ? p + strlen(p) : p + strcspn(p, " ");
+	part_r->data_len = (size_t)(end - p);
+	*pos = *end == ' ' ? end + 1 : NULL;
+	return true;
+}
+
+bool password_field_find(const char *field, const char *scheme, struct password_part *part_r)
+{
+	const char *pos = field;
+
+	while (password_field_next(&pos, part_r)) {
+		if (password_part_scheme_is(part_r, scheme))
+			return true;
+	}
+	return false;
+}
+
+bool password_field_find_plaintext(const char *field, struct password_part *part_r)
+{
+	const char *pos = field;
+
+	while (password_field_next(&pos, part_r)) {
+		if (password_part_is_plaintext(part_r))
+			return true;
+	}
+	return false;
+}
+
+/* Finds the scheme of one part; a part without a {SCHEME} prefix is a crypt string. */
+static const struct password_scheme *password_part_scheme(const struct password_part *part,
+							  const char **error_r)
+{
+	if (part->scheme == NULL) {
+		if (part->data[0] != '{')
+			return &password_schemes[0];
 		*error_r = "missing '}' after the password scheme";
-		return -1;
+		return NULL;
 	}
-	*scheme_r = password_scheme_find(stored + 1, (size_t)(end - stored - 1));
-	if (*scheme_r == NULL) {
+	const struct password_scheme *scheme = password_scheme_find(part->scheme, part->scheme_len);
+	if (scheme == NULL)
 		*error_r = "unknown password scheme";
-		return -1;
-	}
-	*data_r = end + 1;
-	return 0;
+	return scheme;
 }
 
 int password_verify(const char *stored, const char *password, const char **error_r)
 {
-	const struct password_scheme *scheme;
-	const char *data;
+	const char *pos = stored;
+	struct password_part part;
 
 	password_init();
-	if (password_split(stored, &scheme, &data, error_r) < 0)
-		return -1;
-	return scheme->verify(scheme, data, password, error_r);
+	/* The first part with a scheme we know decides; the others serve other mechanisms. */
+	while (password_field_next(&pos, &part)) {
+		const struct password_scheme *scheme = password_part_scheme(&part, error_r);
+		if (scheme == NULL)
+			continue;
+		char *data = xstrndup(part.data, part.data_len);
+		int ret = scheme->verify(scheme, data, password, error_r);
+		sodium_memzero(data, part.data_len);
+		free(data);
+		return ret;
+	}
+	return -1;
 }
 
 char *password_hash(const char *scheme_name, const char *password, const char **error_r)
@@ -387,8 +520,64 @@ bool password_scheme_known(const char *scheme)
 
 bool password_scheme_is_plaintext(const char *stored)
 {
-	const struct password_scheme *scheme;
-	const char *data, *error;
+	struct password_part part;
 
-	return password_split(stored, &scheme, &data, &error) == 0 && scheme->plaintext;
+	return password_field_find_plaintext(stored, &part);
+}
+
+static bool password_scheme_name_is_plaintext(const char *name)
+{
+	const struct password_scheme *scheme = password_scheme_find(name, strlen(name));
+
+	return scheme != NULL && scheme->plaintext;
+}
+
+/* Appends the hash of one scheme to *result, space-separated. */
+static int password_hash_append(char **result, const char *scheme, const char *password,
+				const char **error_r)
+{
+	char *one = password_hash(scheme, password, error_r);
+
+	if (one == NULL)
+		return -1;
+	char *joined = *result == NULL ? xstrdup(one) : xasprintf("%s %s", *result, one);
+	sodium_memzero(one, strlen(one));
+	free(one);
+	if (*result != NULL) {
+		sodium_memzero(*result, strlen(*result));
+		free(*result);
+	}
+	*result = joined;
+	return 0;
+}
+
+char *password_hash_multi(const char *const *schemes, size_t count, const char *password,
+			  const char **error_r)
+{
+	const char *plaintext = NULL;
+	char *result = NULL;
+
+	for (size_t i = 0; i < count; i++) {
+		if (!password_scheme_name_is_plaintext(schemes[i])) {
+			if (password_hash_append(&result, schemes[i], password, error_r) < 0)
+				goto fail;
+		} else if (plaintext != NULL) {
+			*error_r = "more than one plaintext scheme";
+			goto fail;
+		} else {
+			plaintext = schemes[i];
+		}
+	}
+	/* Last, because a plaintext part runs to the end of the field. */
+	if (plaintext != NULL && password_hash_append(&result, plaintext, password, error_r) < 0)
+		goto fail;
+	if (result == NULL)
+		*error_r = "no password scheme given";
+	return result;
+fail:
+	if (result != NULL) {
+		sodium_memzero(result, strlen(result));
+		free(result);
+	}
+	return NULL;
 }

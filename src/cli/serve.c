@@ -27,6 +27,7 @@
 #include "core/util.h"
 #include "net/ip_limit.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "pop3/worker.h"
 
 /* How long children get to exit after SIGTERM before they are killed. */
@@ -47,7 +48,10 @@ struct master {
 	struct buzon_config *config;
 	struct run_identity mail_identity, auth_identity;
 	unsigned int worker_count;
-	int *listen_fds; /* worker_count rows of listen_count */
+	size_t listen_per_worker; /* [pop3] listen addresses, then listen_tls addresses */
+	int *listen_fds;          /* worker_count rows of listen_per_worker */
+	struct tls_material tls;  /* certificate and key, read before dropping privileges */
+	bool tls_loaded;
 	pid_t *worker_pids;
 	time_t *worker_started;
 	pid_t auth_pid;
@@ -112,6 +116,7 @@ static void identity_drop(const struct run_identity *id)
 static void master_free(struct master *master)
 {
 	free(master->listen_fds);
+	tls_material_clear(&master->tls);
 	free(master->worker_pids);
 	free(master->worker_started);
 	free(master->mail_identity.name);
@@ -137,7 +142,7 @@ static void child_reset_signals(struct master *master)
 
 static void master_close_listeners(struct master *master, int keep_row)
 {
-	size_t per = master->config->listen_count;
+	size_t per = master->listen_per_worker;
 
 	for (unsigned int w = 0; w < master->worker_count; w++) {
 		if ((int)w == keep_row)
@@ -184,7 +189,7 @@ static int master_spawn_auth(struct master *master)
 static int master_spawn_worker(struct master *master, unsigned int index)
 {
 	int pair[2];
-	size_t per = master->config->listen_count;
+	size_t per = master->listen_per_worker;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
 		return -1;
@@ -206,9 +211,15 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		snprintf(role, sizeof(role), "pop3/%u", index);
 		log_set_role(role);
 		identity_drop(&master->mail_identity);
-		int status =
-		    pop3_worker_main(master->config, index, &master->listen_fds[index * per], per,
-				     pair[1], master->ip_limit);
+		struct pop3_worker_setup setup = {
+		    .index = index,
+		    .listen_fds = &master->listen_fds[index * per],
+		    .listen_count = per,
+		    .auth_fd = pair[1],
+		    .ip_limit = master->ip_limit,
+		    .tls = master->tls_loaded ? &master->tls : NULL,
+		};
+		int status = pop3_worker_main(master->config, &setup);
 		master_free(master);
 		exit(status);
 	}
@@ -219,19 +230,27 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 	return 0;
 }
 
+/* The i-th listening address of a worker: the plain ones, then the implicit-TLS ones. */
+static const struct config_listen *master_listen_at(const struct buzon_config *config, size_t i)
+{
+	return i < config->listen_count ? &config->listens[i]
+					: &config->listens_tls[i - config->listen_count];
+}
+
 static int master_open_listeners(struct master *master, char **error_r)
 {
 	const struct buzon_config *config = master->config;
-	size_t per = config->listen_count;
+	size_t per = config->listen_count + config->listen_tls_count;
 
 	for (size_t i = 0; i < per; i++) {
-		if (listener_probe(&config->listens[i], error_r) < 0)
+		if (listener_probe(master_listen_at(config, i), error_r) < 0)
 			return -1;
 	}
+	master->listen_per_worker = per;
 	master->listen_fds = xcalloc(master->worker_count * per, sizeof(int));
 	for (unsigned int w = 0; w < master->worker_count; w++) {
 		for (size_t i = 0; i < per; i++) {
-			int fd = listener_open(&config->listens[i], error_r);
+			int fd = listener_open(master_listen_at(config, i), error_r);
 			if (fd < 0)
 				return -1;
 			master->listen_fds[w * per + i] = fd;
@@ -240,14 +259,44 @@ static int master_open_listeners(struct master *master, char **error_r)
 	return 0;
 }
 
-static void master_signal_children(struct master *master, int sig)
+/* Reads the certificate and key (root may be the only one who can) and checks them by building a
+ * context, so that a bad certificate stops the start with a clear message. */
+static int master_load_tls(struct master *master, char **error_r)
+{
+	if (!tls_configured(master->config))
+		return 0;
+	if (tls_material_load(master->config, &master->tls, error_r) < 0)
+		return -1;
+	master->tls_loaded = true;
+	SSL_CTX *ctx = tls_context_new(master->config, &master->tls, error_r);
+	if (ctx == NULL)
+		return -1;
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
+static void master_signal_workers(struct master *master, int sig)
 {
 	for (unsigned int w = 0; w < master->worker_count; w++) {
 		if (master->worker_pids[w] > 0)
 			kill(master->worker_pids[w], sig);
 	}
+}
+
+static void master_signal_children(struct master *master, int sig)
+{
+	master_signal_workers(master, sig);
 	if (master->auth_pid > 0)
 		kill(master->auth_pid, sig);
+}
+
+static bool master_has_workers(const struct master *master)
+{
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master->worker_pids[w] > 0)
+			return true;
+	}
+	return false;
 }
 
 static bool master_has_children(const struct master *master)
@@ -305,8 +354,11 @@ static void master_reap(struct master *master)
 				continue;
 			master_log_exit("pop3", pid, status, master->stopping);
 			master->worker_pids[w] = 0;
-			if (master->stopping)
+			if (master->stopping) {
+				if (!master_has_workers(master) && master->auth_pid > 0)
+					kill(master->auth_pid, SIGTERM);
 				break;
+			}
 			master_respawn_pause(master->worker_started[w]);
 			if (master_spawn_worker(master, w) < 0)
 				log_error("worker_respawn_failed", "worker=%u error=%s", w,
@@ -322,7 +374,10 @@ static void master_begin_stop(struct master *master, int sig)
 		return;
 	master->stopping = true;
 	log_info("stopping", "signal=%d", sig);
-	master_signal_children(master, SIGTERM);
+	/* workers first: the auth process stays until no session can ask it anything */
+	master_signal_workers(master, SIGTERM);
+	if (!master_has_workers(master) && master->auth_pid > 0)
+		kill(master->auth_pid, SIGTERM);
 }
 
 static int master_loop(struct master *master)
@@ -385,7 +440,8 @@ static int master_start(struct master *master)
 	char *error = NULL;
 	sigset_t mask;
 
-	if (master_identities(master, &error) < 0 || master_open_listeners(master, &error) < 0) {
+	if (master_identities(master, &error) < 0 || master_load_tls(master, &error) < 0 ||
+	    master_open_listeners(master, &error) < 0) {
 		fprintf(stderr, "buzon: %s\n", error);
 		log_error("start_failed", "error=%s", log_quote(error));
 		free(error);
@@ -407,9 +463,10 @@ static int master_start(struct master *master)
 		if (master_spawn_worker(master, w) < 0)
 			fatal("cannot start worker %u: %s", w, strerror(errno));
 	}
-	for (size_t i = 0; i < master->config->listen_count; i++)
-		log_info("listening", "address=%s workers=%u", master->config->listens[i].text,
-			 master->worker_count);
+	for (size_t i = 0; i < master->listen_per_worker; i++)
+		log_info("listening", "address=%s tls=%s workers=%u",
+			 master_listen_at(master->config, i)->text,
+			 i >= master->config->listen_count ? "implicit" : "no", master->worker_count);
 	/* The master keeps its copies of the listening sockets: a restarted worker inherits the
 	 * same sockets, and connections that arrive meanwhile wait in their backlog. */
 	int status = master_loop(master);

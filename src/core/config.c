@@ -26,6 +26,9 @@ enum config_type {
 	CONFIG_WORKERS,
 	CONFIG_LOG_LEVEL,
 	CONFIG_LISTEN,
+	CONFIG_LISTEN_TLS,
+	CONFIG_TLS_VERSION,
+	CONFIG_CLEARTEXT,
 	CONFIG_EXPIRE,
 	CONFIG_LOCATION,
 	CONFIG_SCHEME,
@@ -51,6 +54,8 @@ static const struct config_key config_keys[] = {
     KEY("server", "workers", CONFIG_WORKERS, workers, "auto", 0, 0),
     KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
     KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
+    KEY("pop3", "listen_tls", CONFIG_LISTEN_TLS, listens_tls, NULL, 0, 0),
+    KEY("pop3", "stls", CONFIG_BOOL, stls, "yes", 0, 0),
     /* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
     KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
     KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
@@ -59,7 +64,14 @@ static const struct config_key config_keys[] = {
     KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
     KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
     KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),
+    KEY("tls", "cert", CONFIG_STRING, tls_cert, NULL, 0, 0),
+    KEY("tls", "key", CONFIG_STRING, tls_key, NULL, 0, 0),
+    KEY("tls", "min_version", CONFIG_TLS_VERSION, tls_min_version, "TLSv1.2", 0, 0),
+    KEY("tls", "ciphers", CONFIG_STRING, tls_ciphers, NULL, 0, 0),
+    KEY("tls", "ciphersuites", CONFIG_STRING, tls_ciphersuites, NULL, 0, 0),
+    KEY("tls", "client_ca", CONFIG_STRING, tls_client_ca, NULL, 0, 0),
     KEY("auth", "passwd_file", CONFIG_STRING, passwd_file, NULL, 0, 0),
+    KEY("auth", "cleartext", CONFIG_CLEARTEXT, auth_cleartext, "loopback", 0, 0),
     KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
     KEY("auth", "threads", CONFIG_WORKERS, auth_threads, "auto", 0, 0),
     KEY("auth", "failure_delay", CONFIG_DURATION_MS, auth_failure_delay_ms, "2s", 0, 0),
@@ -135,7 +147,8 @@ int config_parse_listen(const char *text, struct config_listen *out)
 	return 0;
 }
 
-static int config_set_listen(struct buzon_config *config, const char *value, char **error_r)
+static int config_set_listen(struct config_listen **listens, size_t *count, const char *value,
+			     char **error_r)
 {
 	char *copy = xstrdup(value), *saveptr = NULL;
 	int ret = 0;
@@ -153,9 +166,8 @@ static int config_set_listen(struct buzon_config *config, const char *value, cha
 			ret = -1;
 			break;
 		}
-		config->listens = xrealloc(config->listens,
-					   (config->listen_count + 1) * sizeof(*config->listens));
-		config->listens[config->listen_count++] = listen;
+		*listens = xrealloc(*listens, (*count + 1) * sizeof(**listens));
+		(*listens)[(*count)++] = listen;
 	}
 	free(copy);
 	return ret;
@@ -253,7 +265,29 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		}
 		return 0;
 	case CONFIG_LISTEN:
-		return config_set_listen(config, value, error_r);
+		return config_set_listen(&config->listens, &config->listen_count, value, error_r);
+	case CONFIG_LISTEN_TLS:
+		return config_set_listen(&config->listens_tls, &config->listen_tls_count, value,
+					 error_r);
+	case CONFIG_TLS_VERSION:
+		if (strcmp(value, "TLSv1.2") != 0 && strcmp(value, "TLSv1.3") != 0) {
+			*error_r = xasprintf("%s must be TLSv1.2 or TLSv1.3", key->name);
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case CONFIG_CLEARTEXT: {
+		static const char *const names[] = {"never", "loopback", "always"};
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+			if (strcasecmp(value, names[i]) == 0) {
+				*(enum config_cleartext *)field = (enum config_cleartext)i;
+				return 0;
+			}
+		}
+		*error_r = xasprintf("%s must be never, loopback or always", key->name);
+		return -1;
+	}
 	case CONFIG_EXPIRE:
 		if (strcasecmp(value, "never") == 0) {
 			free(*(char **)field);
@@ -303,7 +337,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		return 0;
 	}
 	size_t index = (size_t)(key - config_keys);
-	if (state->seen[index] && key->type != CONFIG_LISTEN) {
+	if (state->seen[index] && key->type != CONFIG_LISTEN && key->type != CONFIG_LISTEN_TLS) {
 		state->error = xasprintf("%s is set twice in [%s]", name, section);
 		return 0;
 	}
@@ -327,8 +361,10 @@ static int config_apply_defaults(struct config_parse_state *state)
 
 static char *config_check_required(const struct buzon_config *config)
 {
-	if (config->listen_count == 0)
-		return xstrdup("[pop3] listen is required");
+	if (config->listen_count == 0 && config->listen_tls_count == 0)
+		return xstrdup("[pop3] listen or listen_tls is required");
+	if (config->listen_tls_count > 0 && config->tls_cert == NULL)
+		return xstrdup("[pop3] listen_tls needs [tls] cert and key");
 	if (config->passwd_file == NULL)
 		return xstrdup("[auth] passwd_file is required");
 	if (config->mail_location == NULL)
@@ -375,12 +411,16 @@ void config_free(struct buzon_config **configp)
 		return;
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		if (config_keys[i].type == CONFIG_STRING || config_keys[i].type == CONFIG_EXPIRE ||
-		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME)
+		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME ||
+		    config_keys[i].type == CONFIG_TLS_VERSION)
 			free(*(char **)((char *)config + config_keys[i].offset));
 	}
 	for (size_t i = 0; i < config->listen_count; i++)
 		free(config->listens[i].text);
 	free(config->listens);
+	for (size_t i = 0; i < config->listen_tls_count; i++)
+		free(config->listens_tls[i].text);
+	free(config->listens_tls);
 	free(config->path);
 	free(config);
 	*configp = NULL;
@@ -396,7 +436,8 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_STRING:
 	case CONFIG_EXPIRE:
 	case CONFIG_LOCATION:
-	case CONFIG_SCHEME: {
+	case CONFIG_SCHEME:
+	case CONFIG_TLS_VERSION: {
 		const char *s = *(char *const *)field;
 		fputs(s != NULL ? s : "", out);
 		break;
@@ -428,6 +469,15 @@ static void config_print_value(const struct buzon_config *config, const struct c
 		for (size_t i = 0; i < config->listen_count; i++)
 			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens[i].text);
 		break;
+	case CONFIG_LISTEN_TLS:
+		for (size_t i = 0; i < config->listen_tls_count; i++)
+			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens_tls[i].text);
+		break;
+	case CONFIG_CLEARTEXT: {
+		static const char *const names[] = {"never", "loopback", "always"};
+		fputs(names[*(const enum config_cleartext *)field], out);
+		break;
+	}
 	}
 }
 

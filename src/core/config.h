@@ -18,6 +18,13 @@ struct config_listen {
 	char *text;
 };
 
+/* Where passwords may travel unencrypted. */
+enum config_cleartext {
+	CONFIG_CLEARTEXT_NEVER,
+	CONFIG_CLEARTEXT_LOOPBACK, /* only from this machine */
+	CONFIG_CLEARTEXT_ALWAYS,
+};
+
 struct buzon_config {
 	char *path; /* the file this was read from */
 
@@ -29,6 +36,9 @@ struct buzon_config {
 	/* [pop3] */
 	struct config_listen *listens;
 	size_t listen_count;
+	struct config_listen *listens_tls; /* implicit TLS (RFC 8314), usually port 995 */
+	size_t listen_tls_count;
+	bool stls; /* offer STLS on plain listeners when TLS is configured */
 	unsigned int idle_timeout_secs;	  /* RFC 1939 §3: at least 10 minutes */
 	unsigned int max_bad_commands;	  /* the session ends after this many bad commands */
 	unsigned int max_connections;	  /* per worker process */
@@ -37,7 +47,16 @@ struct buzon_config {
 	char *expire;			  /* EXPIRE capability argument: "NEVER" or days */
 	char *greeting;			  /* text after +OK in the greeting */
 
+	/* [tls] */
+	char *tls_cert;      /* PEM certificate chain; NULL: no TLS */
+	char *tls_key;       /* PEM private key; NULL: in the cert file */
+	char *tls_min_version; /* "TLSv1.2" or "TLSv1.3" */
+	char *tls_ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	char *tls_ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's default */
+	char *tls_client_ca;   /* CAs for client certificates (SASL EXTERNAL); NULL: none */
+
 	/* [auth] */
+	enum config_cleartext auth_cleartext; /* where USER/PASS and PLAIN/LOGIN are allowed */
 	char *passwd_file;
 	char *auth_user;		    /* user the auth process runs as when started as root */
 	unsigned int auth_threads;	    /* hashing threads in the auth process */

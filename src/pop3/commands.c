@@ -69,9 +69,19 @@ static void pop3_count_live(struct pop3_session *session, size_t *count_r, uint6
 
 /* ---- AUTHORIZATION ---- */
 
+/* USER/PASS (and PLAIN/LOGIN) where passwords would cross the network unencrypted. */
+static enum pop3_outcome pop3_refuse_cleartext(struct pop3_session *session)
+{
+	pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS%s",
+		       session->worker->tls_ctx != NULL ? "; use STLS or port 995" : "");
+	return POP3_OUTCOME_BAD;
+}
+
 static enum pop3_outcome pop3_cmd_user(struct pop3_session *session,
 				       const struct pop3_command_line *cmd)
 {
+	if (!pop3_session_cleartext_allowed(session))
+		return pop3_refuse_cleartext(session);
 	free(session->user);
 	session->user = xstrdup(cmd->args[0]);
 	/* the same answer for every name: nothing is revealed before PASS */
@@ -162,6 +172,8 @@ static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_b
 
 	if (pop3_session_is_loopback(session))
 		flags |= AUTH_FLAG_LOOPBACK;
+	if (session->tls)
+		flags |= AUTH_FLAG_TLS;
 	auth_msg_add_str(b, AUTH_FIELD_CLIENT_IP, session->ip);
 	auth_msg_add_u32(b, AUTH_FIELD_FLAGS, flags);
 }
@@ -169,6 +181,8 @@ static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_b
 static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
 				       const struct pop3_command_line *cmd)
 {
+	if (!pop3_session_cleartext_allowed(session))
+		return pop3_refuse_cleartext(session);
 	if (session->user == NULL) {
 		pop3_reply_err(session, "Send USER first");
 		return POP3_OUTCOME_BAD;
@@ -192,6 +206,29 @@ static enum pop3_outcome pop3_cmd_not_yet(struct pop3_session *session,
 	return POP3_OUTCOME_BAD;
 }
 
+/* True where STLS is offered: TLS is configured, allowed on plain listeners, not yet on. */
+static bool pop3_stls_offered(const struct pop3_session *session)
+{
+	return session->worker->tls_ctx != NULL && session->worker->config->stls && !session->tls;
+}
+
+static enum pop3_outcome pop3_cmd_stls(struct pop3_session *session,
+				       const struct pop3_command_line *cmd)
+{
+	if (session->tls) {
+		pop3_reply_err(session, "TLS is already active");
+		return POP3_OUTCOME_BAD;
+	}
+	if (!pop3_stls_offered(session)) {
+		pop3_reply_err(session, "STLS is not available");
+		return POP3_OUTCOME_BAD;
+	}
+	pop3_reply_ok(session, "Begin TLS negotiation now");
+	/* the +OK is already in the plain output, which the TLS layer writes out first */
+	pop3_session_start_tls(session);
+	return POP3_OUTCOME_OK;
+}
+
 /* ---- both states ---- */
 
 static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
@@ -199,12 +236,17 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 {
 	struct evbuffer *out = bufferevent_get_output(session->bev);
 
-	/* RFC 2449 §5: what is announced before login stays announced after it */
+	/* RFC 2449 §5: what is announced before login stays announced after it; RFC 2595 §4:
+	 * after STLS the list may change (no STLS, USER where plaintext is now allowed) */
 	evbuffer_add_printf(out,
 			    "+OK Capability list follows\r\n"
-			    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nPIPELINING\r\n"
+			    "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
 			    "AUTH-RESP-CODE\r\nEXPIRE %s\r\n",
 			    session->worker->config->expire);
+	if (pop3_session_cleartext_allowed(session))
+		evbuffer_add(out, "USER\r\n", 6);
+	if (pop3_stls_offered(session))
+		evbuffer_add(out, "STLS\r\n", 6);
 	if (session->state == POP3_STATE_TRANSACTION)
 		evbuffer_add_printf(out, "IMPLEMENTATION %s\r\n", session->worker->implementation);
 	evbuffer_add(out, ".\r\n", 3);
@@ -245,8 +287,13 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 static enum pop3_outcome pop3_cmd_quit(struct pop3_session *session,
 				       const struct pop3_command_line *cmd)
 {
-	if (session->state == POP3_STATE_TRANSACTION)
-		return pop3_quit_commit(session);
+	if (session->state == POP3_STATE_TRANSACTION) {
+		enum pop3_outcome outcome = pop3_quit_commit(session);
+		/* unlock now, not when the connection is gone: a client that reconnects as soon as
+		 * it reads the +OK must not find its own old session holding the maildrop */
+		session->box->backend->close(&session->box);
+		return outcome;
+	}
 	session->close_reason = "quit";
 	pop3_reply_ok(session, "Logging out");
 	return POP3_OUTCOME_CLOSE;
@@ -401,7 +448,7 @@ static const struct pop3_command pop3_commands[] = {
     {"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
     {"APOP", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
     {"AUTH", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
-    {"STLS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+    {"STLS", POP3_STATE_AUTHORIZATION, 0, 0, pop3_cmd_stls},
     {"CAPA", ALL_STATES, 0, 0, pop3_cmd_capa},
     {"QUIT", ALL_STATES, 0, 0, pop3_cmd_quit},
     {"STAT", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_stat},

@@ -4,7 +4,10 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +21,7 @@
 #include "core/util.h"
 #include "net/ip_limit.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "pop3/parse.h"
 #include "pop3/session.h"
 #include "pop3/worker.h"
@@ -26,6 +30,7 @@
 #define POP3_INPUT_HIGH_WATER (64 * 1024)
 
 static void pop3_session_read_cb(struct bufferevent *bev, void *arg);
+static void pop3_session_release_prelogin(struct pop3_session *session);
 static void pop3_session_write_cb(struct bufferevent *bev, void *arg);
 static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void pop3_session_run_input(struct pop3_session *session);
@@ -68,6 +73,44 @@ static size_t pop3_output_len(struct pop3_session *session)
 	return evbuffer_get_length(bufferevent_get_output(session->bev));
 }
 
+/* Bytes not yet handed to the kernel, including those below a TLS filter (after STLS). */
+static size_t pop3_unsent_len(struct pop3_session *session)
+{
+	struct bufferevent *below = bufferevent_get_underlying(session->bev);
+
+	return pop3_output_len(session) +
+	       (below != NULL ? evbuffer_get_length(bufferevent_get_output(below)) : 0);
+}
+
+/* How often a closing session checks whether the bytes below its TLS filter have gone out: the
+ * filter's write callback does not report the layer below it draining. */
+#define POP3_CLOSE_RECHECK_MS 20
+
+static void pop3_session_close_recheck(evutil_socket_t fd, short what, void *arg);
+
+/* Ends a closing session once everything is sent; returns true if it was freed. */
+static bool pop3_session_finish_close(struct pop3_session *session)
+{
+	if (!session->peer_gone && pop3_unsent_len(session) > 0) {
+		if (pop3_output_len(session) == 0) {
+			/* only the layer below is busy: look again shortly */
+			struct timeval again = {.tv_usec = POP3_CLOSE_RECHECK_MS * 1000};
+			if (session->close_timer == NULL)
+				session->close_timer = evtimer_new(
+				    session->worker->base, pop3_session_close_recheck, session);
+			evtimer_add(session->close_timer, &again);
+		}
+		return false;
+	}
+	pop3_session_destroy(session, session->close_reason);
+	return true;
+}
+
+static void pop3_session_close_recheck(evutil_socket_t fd, short what, void *arg)
+{
+	(void)pop3_session_finish_close(arg);
+}
+
 /* Refuses a connection before a session exists: one line, then close. The socket is fresh, so a
  * short line fits in its send buffer. */
 static void pop3_refuse(int fd, const char *line)
@@ -76,8 +119,80 @@ static void pop3_refuse(int fd, const char *line)
 	close(fd);
 }
 
+/* Attaches the session's callbacks, limits and timeouts to its (new) bufferevent. */
+static void pop3_session_setup_bev(struct pop3_session *session)
+{
+	struct timeval idle = {.tv_sec = session->worker->config->idle_timeout_secs};
+
+	bufferevent_setcb(session->bev, pop3_session_read_cb, pop3_session_write_cb,
+			  pop3_session_event_cb, session);
+	bufferevent_setwatermark(session->bev, EV_READ, 0, POP3_INPUT_HIGH_WATER);
+	bufferevent_setwatermark(session->bev, EV_WRITE, POP3_OUTPUT_THROTTLE / 2, 0);
+	bufferevent_set_timeouts(session->bev, &idle, &idle);
+	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
+}
+
+static struct bufferevent *pop3_session_tls_bev(struct pop3_session *session, int fd,
+						struct bufferevent *underlying)
+{
+	SSL *ssl = SSL_new(session->worker->tls_ctx);
+	struct bufferevent *bev;
+
+	if (ssl == NULL)
+		return NULL;
+	if (underlying != NULL)
+		bev = bufferevent_openssl_filter_new(session->worker->base, underlying, ssl,
+						     BUFFEREVENT_SSL_ACCEPTING,
+						     BEV_OPT_CLOSE_ON_FREE);
+	else
+		bev = bufferevent_openssl_socket_new(session->worker->base, fd, ssl,
+						     BUFFEREVENT_SSL_ACCEPTING,
+						     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* many mail clients drop the connection without a TLS close_notify */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	session->tls = true;
+	return bev;
+}
+
+int pop3_session_start_tls(struct pop3_session *session)
+{
+	struct bufferevent *plain = session->bev;
+
+	/* RFC 2595 §4 / the CVE-2011-0411 class: anything pipelined behind STLS is discarded */
+	struct evbuffer *in = bufferevent_get_input(plain);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	session->discarding_line = false;
+	struct bufferevent *tls = pop3_session_tls_bev(session, -1, plain);
+	if (tls == NULL) {
+		log_error("tls_start_failed", "session=%s", session->id);
+		pop3_session_close_later(session, "tls_error");
+		return -1;
+	}
+	session->bev = tls;
+	pop3_session_setup_bev(session);
+	return 0;
+}
+
+bool pop3_session_cleartext_allowed(const struct pop3_session *session)
+{
+	switch (session->worker->config->auth_cleartext) {
+	case CONFIG_CLEARTEXT_ALWAYS:
+		return true;
+	case CONFIG_CLEARTEXT_LOOPBACK:
+		return session->tls || pop3_session_is_loopback(session);
+	case CONFIG_CLEARTEXT_NEVER:
+		return session->tls;
+	}
+	return false;
+}
+
 struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
-					 const struct sockaddr *peer, int peer_len)
+					 const struct sockaddr *peer, int peer_len,
+					 bool implicit_tls)
 {
 	const struct buzon_config *config = worker->config;
 	char ip[64];
@@ -107,16 +222,16 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	memcpy(session->ip, ip, sizeof(ip));
 	snprintf(session->id, sizeof(session->id), "%u.%llu", worker->index,
 		 (unsigned long long)++worker->next_session_number);
-	session->bev = bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (session->bev == NULL)
-		fatal("bufferevent_socket_new failed");
-	bufferevent_setcb(session->bev, pop3_session_read_cb, pop3_session_write_cb,
-			  pop3_session_event_cb, session);
-	bufferevent_setwatermark(session->bev, EV_READ, 0, POP3_INPUT_HIGH_WATER);
-	bufferevent_setwatermark(session->bev, EV_WRITE, POP3_OUTPUT_THROTTLE / 2, 0);
-	struct timeval idle = {.tv_sec = config->idle_timeout_secs};
-	bufferevent_set_timeouts(session->bev, &idle, &idle);
-	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
+	session->bev = implicit_tls ? pop3_session_tls_bev(session, fd, NULL)
+				    : bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (session->bev == NULL) {
+		log_error("connection_setup_failed", "ip=%s tls=%s", ip, implicit_tls ? "yes" : "no");
+		pop3_session_release_prelogin(session);
+		close(fd);
+		free(session);
+		return NULL;
+	}
+	pop3_session_setup_bev(session);
 
 	session->next = worker->sessions;
 	if (worker->sessions != NULL)
@@ -172,6 +287,8 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 		auth_client_cancel(worker->auth, session->auth_request);
 	if (session->delay_timer != NULL)
 		event_free(session->delay_timer);
+	if (session->close_timer != NULL)
+		event_free(session->close_timer);
 	if (session->box != NULL)
 		session->box->backend->close(&session->box);
 	pop3_session_release_prelogin(session);
@@ -199,8 +316,7 @@ static void pop3_session_close_after_flush(struct pop3_session *session, const c
 		session->close_reason = reason;
 	bufferevent_disable(session->bev, EV_READ);
 	bufferevent_setwatermark(session->bev, EV_WRITE, 0, 0);
-	if (session->peer_gone || pop3_output_len(session) == 0)
-		pop3_session_destroy(session, session->close_reason);
+	(void)pop3_session_finish_close(session);
 }
 
 void pop3_session_close_later(struct pop3_session *session, const char *reason)
@@ -348,8 +464,7 @@ static void pop3_session_write_cb(struct bufferevent *bev, void *arg)
 	struct pop3_session *session = arg;
 
 	if (session->closing) {
-		if (pop3_output_len(session) == 0)
-			pop3_session_destroy(session, session->close_reason);
+		(void)pop3_session_finish_close(session);
 		return;
 	}
 	if (session->stream != POP3_STREAM_NONE) {
@@ -360,10 +475,32 @@ static void pop3_session_write_cb(struct bufferevent *bev, void *arg)
 	pop3_session_run_input(session);
 }
 
+/* The first queued OpenSSL error, for logs (clears the queue). */
+static const char *pop3_session_tls_error(void)
+{
+	static char buf[160];
+	unsigned long code = ERR_get_error();
+
+	ERR_clear_error();
+	if (code == 0)
+		return "connection closed";
+	ERR_error_string_n(code, buf, sizeof(buf));
+	return buf;
+}
+
 static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct pop3_session *session = arg;
 
+	if (what & BEV_EVENT_CONNECTED) {
+		/* the TLS handshake finished */
+		SSL *ssl = bufferevent_openssl_get_ssl(session->bev);
+		log_debug("tls_established", "session=%s version=%s resumed=%s", session->id,
+			  ssl != NULL ? tls_version_name(ssl) : "?",
+			  ssl != NULL && SSL_session_reused(ssl) ? "yes" : "no");
+		session->tls_announced = true;
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		/* RFC 1939 §3: an idle timeout ends the session without entering UPDATE. */
 		pop3_reply_err(session, "Idle timeout, closing connection");
@@ -371,6 +508,9 @@ static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg
 		return;
 	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if ((what & BEV_EVENT_ERROR) && session->tls && !session->tls_announced)
+			log_info("tls_handshake_failed", "session=%s ip=%s error=%s", session->id,
+				 session->ip, log_quote(pop3_session_tls_error()));
 		/* Commands already received still count: a client that sends DELE and QUIT and
 		 * closes at once (Outlook does) must get its deletions, exactly once. */
 		session->peer_gone = true;

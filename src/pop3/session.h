@@ -51,6 +51,8 @@ struct pop3_session {
 	bool peer_gone;	       /* the client closed: finish what it sent, write nothing */
 	bool closing;
 	const char *close_reason;
+	bool tls;           /* the connection is (or is becoming) encrypted */
+	bool tls_announced; /* the TLS handshake completion was logged */
 	unsigned int bad_commands;
 	unsigned int commands;
 
@@ -58,6 +60,7 @@ struct pop3_session {
 	char *login_user;
 	uint32_t auth_request;
 	struct event *delay_timer; /* failed-login delay */
+	struct event *close_timer; /* waits for a TLS filter's lower layer to drain */
 
 	struct store_mailbox *box;
 	bool *deleted;
@@ -76,10 +79,19 @@ struct pop3_session {
 	bool stream_is_retr;
 };
 
-/* Takes over fd (an accepted connection) and sends the greeting. Returns NULL and closes fd if the
- * connection is refused (limits). */
+/* Takes over fd (an accepted connection) and sends the greeting, over TLS from the first byte when
+ * implicit_tls. Returns NULL and closes fd if the connection is refused (limits). */
 struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
-					 const struct sockaddr *peer, int peer_len);
+					 const struct sockaddr *peer, int peer_len,
+					 bool implicit_tls);
+
+/* STLS (RFC 2595): after the +OK has been queued, drops every byte the client already sent (no
+ * plaintext may cross into the TLS session) and starts the TLS handshake. Returns -1 if TLS
+ * cannot start (the session is then closed). */
+int pop3_session_start_tls(struct pop3_session *session);
+
+/* True where passwords may be sent: an encrypted connection, or [auth] cleartext allows it. */
+bool pop3_session_cleartext_allowed(const struct pop3_session *session);
 
 /* Closes the connection without committing anything, logs reason, frees the session. */
 void pop3_session_destroy(struct pop3_session *session, const char *reason);

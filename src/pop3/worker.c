@@ -11,12 +11,20 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "pop3/session.h"
+#include "net/tls.h"
 #include "pop3/worker.h"
 
 static void pop3_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
 			       struct sockaddr *addr, int addr_len, void *arg)
 {
-	(void)pop3_session_create(arg, fd, addr, addr_len);
+	(void)pop3_session_create(arg, fd, addr, addr_len, false);
+}
+
+/* Implicit TLS (RFC 8314): the session speaks TLS from the first byte. */
+static void pop3_worker_accept_tls(struct evconnlistener *listener, evutil_socket_t fd,
+				   struct sockaddr *addr, int addr_len, void *arg)
+{
+	(void)pop3_session_create(arg, fd, addr, addr_len, true);
 }
 
 /* How long accepting pauses after accept() fails for lack of descriptors or memory. */
@@ -57,10 +65,36 @@ static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(worker->base);
 }
 
-int pop3_worker_main(const struct buzon_config *config, unsigned int index, const int *listen_fds,
-		     size_t listen_count, int auth_fd, struct ip_limit *ip_limit)
+static void pop3_worker_tls_start(struct pop3_worker *worker, const struct tls_material *tls)
 {
-	struct pop3_worker worker = {.index = index, .config = config, .ip_limit = ip_limit};
+	char *error = NULL;
+
+	if (tls == NULL)
+		return;
+	worker->tls_ctx = tls_context_new(worker->config, tls, &error);
+	if (worker->tls_ctx == NULL)
+		fatal("TLS: %s", error); /* the master checked the same material before */
+}
+
+static void pop3_worker_listen(struct pop3_worker *worker, const struct pop3_worker_setup *setup)
+{
+	worker->listeners = xcalloc(setup->listen_count, sizeof(*worker->listeners));
+	for (size_t i = 0; i < setup->listen_count; i++) {
+		bool tls = i >= worker->config->listen_count;
+		worker->listeners[i] = evconnlistener_new(
+		    worker->base, tls ? pop3_worker_accept_tls : pop3_worker_accept, worker,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, setup->listen_fds[i]);
+		if (worker->listeners[i] == NULL)
+			fatal("evconnlistener_new failed");
+		evconnlistener_set_error_cb(worker->listeners[i], pop3_worker_accept_error);
+		worker->listener_count++;
+	}
+}
+
+int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker_setup *setup)
+{
+	struct pop3_worker worker = {
+	    .index = setup->index, .config = config, .ip_limit = setup->ip_limit};
 	struct event_config *event_config = event_config_new();
 
 	/* one thread per loop: no locks needed inside libevent */
@@ -72,7 +106,8 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	worker.implementation = xasprintf("buzon %s", BUZON_VERSION);
-	worker.auth = auth_client_create(worker.base, auth_fd);
+	worker.auth = auth_client_create(worker.base, setup->auth_fd);
+	pop3_worker_tls_start(&worker, setup->tls);
 	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);
 
 	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
@@ -86,17 +121,9 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	sigaddset(&stop_signals, SIGINT);
 	sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
 
-	worker.listeners = xcalloc(listen_count, sizeof(*worker.listeners));
-	for (size_t i = 0; i < listen_count; i++) {
-		worker.listeners[i] = evconnlistener_new(
-		    worker.base, pop3_worker_accept, &worker,
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fds[i]);
-		if (worker.listeners[i] == NULL)
-			fatal("evconnlistener_new failed");
-		evconnlistener_set_error_cb(worker.listeners[i], pop3_worker_accept_error);
-		worker.listener_count++;
-	}
-	log_info("worker_started", "listeners=%zu", listen_count);
+	pop3_worker_listen(&worker, setup);
+	log_info("worker_started", "listeners=%zu tls=%s", setup->listen_count,
+		 worker.tls_ctx != NULL ? "yes" : "no");
 
 	event_base_dispatch(worker.base);
 
@@ -110,6 +137,7 @@ int pop3_worker_main(const struct buzon_config *config, unsigned int index, cons
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(worker.base);
+	SSL_CTX_free(worker.tls_ctx);
 	free(worker.implementation);
 	log_info("worker_stopped", "sessions=%u", worker.session_count);
 	return 0;

@@ -8,8 +8,11 @@
 
 #include "core/config.h"
 
+#include <openssl/ssl.h>
+
 struct event_base;
 struct auth_client;
+struct tls_material;
 struct ip_limit;
 struct pop3_session;
 
@@ -26,11 +29,22 @@ struct pop3_worker {
 	uint64_t next_session_number;
 	char *implementation;	     /* CAPA IMPLEMENTATION text */
 	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
+	SSL_CTX *tls_ctx;            /* NULL when TLS is not configured */
+};
+
+/* What the master hands a worker it starts. */
+struct pop3_worker_setup {
+	unsigned int index;
+	/* listening sockets: one per [pop3] listen address, then one per listen_tls address */
+	const int *listen_fds;
+	size_t listen_count;
+	int auth_fd;
+	struct ip_limit *ip_limit;
+	const struct tls_material *tls; /* NULL when TLS is not configured */
 };
 
 /* Runs the worker until SIGTERM/SIGINT, then drops every session without committing. Takes
- * ownership of listen_fds (already listening) and auth_fd. Returns the process exit status. */
-int pop3_worker_main(const struct buzon_config *config, unsigned int index, const int *listen_fds,
-		     size_t listen_count, int auth_fd, struct ip_limit *ip_limit);
+ * ownership of the listening sockets and auth_fd. Returns the process exit status. */
+int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker_setup *setup);
 
 #endif

@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from buzontest import wait_until
+from buzontest import Closed, wait_until
 from test_privileges import children_of, role_of
 
 
@@ -20,7 +20,7 @@ def login_works(server):
         c = server.login()
         c.quit()
         return True
-    except (AssertionError, OSError):
+    except (AssertionError, OSError, Closed):
         return False
 
 

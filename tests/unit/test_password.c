@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,19 @@
  *  - bcrypt/yescrypt "correct horse": `mkpasswd -m bcrypt|yescrypt` (Debian package whois).
  *  - ARGON2ID/ARGON2I: the reference implementation's CLI, `echo -n … | argon2 SALT -id|-i …`
  *    (Debian package argon2), not libsodium.
- *  - SHA256/SHA512/SSHA*: Python hashlib + base64 and `openssl dgst`, salt bytes 01..08. */
+ *  - SHA256/SHA512/SSHA*: Python hashlib + base64 and `openssl dgst`, salt bytes 01..08.
+ *  - SCRAM-SHA-1/256 "pencil": the salts and iteration counts of the RFC 5802 §5 and RFC 7677 §3
+ *    examples; "correct horse": salt bytes 00..0f. StoredKey/ServerKey from Python
+ *    hashlib.pbkdf2_hmac + hmac.
+ *  - CRAM-MD5 "password": `doveadm pw -s CRAM-MD5` output quoted in public code; "correct horse":
+ *    MD5 states computed by a separate Python MD5 written from RFC 1321. */
+#define SCRAM256_CORRECT_HORSE                                                                     \
+	"{SCRAM-SHA-256}4096,AAECAwQFBgcICQoLDA0ODw==,"                                            \
+	"yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk=,"                                            \
+	"RQZr9F8QCYmmp35tAVzp0VB/kDwY283N+s24jDDliG4="
+#define SCRAM1_CORRECT_HORSE                                                                       \
+	"{SCRAM-SHA-1}4096,AAECAwQFBgcICQoLDA0ODw==,2wGu+bKZ7zLh+iYzqvJq/NfiLx8=,"                 \
+	"UjWfJQyA9t0McY5IIIiKTkidjZ0="
 struct vector {
 	const char *stored;
 	const char *password;
@@ -77,6 +90,21 @@ static const struct vector good_vectors[] = {
      "Hello world!"},
     {"{Ssha256}CFsq5JPfiBQ0W3uR5Dnao+9mknEq9a739V+FPkJ6yjABAgMEBQYHCA==", "correct horse"},
     {"{plain}correct horse", "correct horse"},
+    {"{SCRAM-SHA-1}4096,QSXCR+Q6sek8bf92,6dlGYMOdZcOPutkcNY8U2g7vK9Y=,D+CSWLOshSulAsxiupA+qs2/fTE=",
+     "pencil"},
+    {"{SCRAM-SHA-256}4096,W22ZaJ0SNY7soEsUEjb6gQ==,WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=,"
+     "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+     "pencil"},
+    {SCRAM256_CORRECT_HORSE, "correct horse"},
+    {SCRAM1_CORRECT_HORSE, "correct horse"},
+    {"{CRAM-MD5}9186d855e11eba527a7a52ca82b313e180d62234f0acc9051b527243d41e2740", "password"},
+    {"{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29", "correct horse"},
+    /* Several secrets in one field: the first known scheme decides. */
+    {SCRAM256_CORRECT_HORSE " " SCRAM1_CORRECT_HORSE " {PLAIN}correct horse", "correct horse"},
+    {"{FUTURE}abc {PLAIN}correct horse", "correct horse"},
+    {"$6$Ab12/.xy$0I9ufh13aw5qv4KlY0e4EaN2.UOBTn3MCm.WI6Sv6uklZekaQ.ztLVGoXU4RZgwj"
+     "..C0C4HmIlNbhd5aymDSk. {PLAIN}other",
+     "correct horse"},
 };
 
 static void test_known_vectors_match(void **state)
@@ -110,9 +138,10 @@ static void test_known_vectors_wrong_password(void **state)
 }
 
 static const char *const hashable_schemes[] = {
-    "CRYPT",   "YESCRYPT",  "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID",
-    "ARGON2I", "SHA256",    "SHA512",	    "SSHA256",	    "SSHA512",	 "PLAIN",
-    "CLEAR",   "CLEARTEXT", "yescrypt",	    "argon2id",
+    "CRYPT",	"YESCRYPT",	 "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT",
+    "ARGON2ID", "ARGON2I",	 "SHA256",	 "SHA512",	 "SSHA256",
+    "SSHA512",	"PLAIN",	 "CLEAR",	 "CLEARTEXT",	 "yescrypt",
+    "argon2id", "SCRAM-SHA-256", "SCRAM-SHA-1",	 "CRAM-MD5",	 "scram-sha-256",
 };
 
 static void assert_has_prefix(const char *s, const char *prefix)
@@ -150,6 +179,10 @@ static void test_hash_format(void **state)
 	    {"sha256", "{SHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE="},
 	    {"SSHA256", "{SSHA256}"},
 	    {"PLAIN", "{PLAIN}correct horse"},
+	    {"SCRAM-SHA-256", "{SCRAM-SHA-256}4096,"},
+	    {"scram-sha-1", "{SCRAM-SHA-1}4096,"},
+	    {"CRAM-MD5",
+	     "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d29"},
 	};
 
 	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
@@ -163,7 +196,8 @@ static void test_hash_format(void **state)
 
 static void test_hash_salted_differs(void **state)
 {
-	static const char *const schemes[] = {"SSHA256", "SSHA512", "SHA512-CRYPT", "ARGON2ID"};
+	static const char *const schemes[] = {"SSHA256", "SSHA512", "SHA512-CRYPT", "ARGON2ID",
+					      "SCRAM-SHA-256"};
 	const char *error = NULL;
 
 	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
@@ -213,6 +247,29 @@ static void test_malformed(void **state)
 	    "{SSHA256}QQTTb42iwlQ0n4WDZ5Pr4CngyVcGOjTJHC6SAxh7VjE=",
 	    "{SSHA512}",
 	    "{PLAIN}",
+	    "{SCRAM-SHA-256}",
+	    "{SCRAM-SHA-256}4096,AAECAwQFBgcICQoLDA0ODw==,"
+	    "yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk=",
+	    "{SCRAM-SHA-256}0,AAECAwQFBgcICQoLDA0ODw==,yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk="
+	    ","
+	    "RQZr9F8QCYmmp35tAVzp0VB/kDwY283N+s24jDDliG4=",
+	    "{SCRAM-SHA-256}x4096,AAECAwQFBgcICQoLDA0ODw==,"
+	    "yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk=,"
+	    "RQZr9F8QCYmmp35tAVzp0VB/kDwY283N+s24jDDliG4=",
+	    "{SCRAM-SHA-256}4096,,yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk=,"
+	    "RQZr9F8QCYmmp35tAVzp0VB/kDwY283N+s24jDDliG4=",
+	    "{SCRAM-SHA-256}4096,AAECAwQFBgcICQoLDA0ODw==,"
+	    "yERwYmHlx0VrpoYfOn54hMTjBUKWnmK42IDjnWgQWkk=,"
+	    "RQZr9F8QCYmmp35tAVzp0VB/kDwY283N+s24jDDliG4=,extra",
+	    /* SHA-1-sized keys under the SHA-256 name. */
+	    "{SCRAM-SHA-256}4096,AAECAwQFBgcICQoLDA0ODw==,2wGu+bKZ7zLh+iYzqvJq/NfiLx8=,"
+	    "UjWfJQyA9t0McY5IIIiKTkidjZ0=",
+	    "{SCRAM-SHA-1}4096,AAECAwQFBgcICQoLDA0ODw==,2wGu+bKZ7zLh+iYzqvJq/NfiLx8,"
+	    "UjWfJQyA9t0McY5IIIiKTkidjZ0=",
+	    "{CRAM-MD5}",
+	    "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d2",
+	    "{CRAM-MD5}38b57fd1a0c4b46c814aa05f20318edd71c455380655f2c0ac35c5b359528d2x",
+	    "{FOO}x {BAR}y",
 	};
 
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
@@ -256,6 +313,67 @@ static void test_plaintext_detection(void **state)
 	assert_false(password_scheme_is_plaintext("$6$salt$hash"));
 	assert_false(password_scheme_is_plaintext("{FOO}x"));
 	assert_false(password_scheme_is_plaintext("{PLAIN"));
+	assert_true(password_scheme_is_plaintext(SCRAM256_CORRECT_HORSE " {PLAIN}x y"));
+	assert_false(password_scheme_is_plaintext(SCRAM256_CORRECT_HORSE " " SCRAM1_CORRECT_HORSE));
+}
+
+static void test_field_parts(void **state)
+{
+	static const char field[] = SCRAM256_CORRECT_HORSE " " SCRAM1_CORRECT_HORSE " {PLAIN}a b";
+	struct password_part part;
+	const char *pos = field;
+	size_t count = 0;
+
+	while (password_field_next(&pos, &part))
+		count++;
+	assert_int_equal(count, 3);
+	assert_true(password_field_find(field, "scram-sha-1", &part));
+	assert_int_equal(part.scheme_len, strlen("SCRAM-SHA-1"));
+	assert_memory_equal(part.data, "4096,AAEC", 9);
+	assert_int_equal(part.data_len, strlen(SCRAM1_CORRECT_HORSE) - strlen("{SCRAM-SHA-1}"));
+	assert_true(password_field_find_plaintext(field, &part));
+	assert_int_equal(part.data_len, 3);
+	assert_memory_equal(part.data, "a b", 3);
+	assert_false(password_field_find(field, "CRAM-MD5", &part));
+	assert_false(password_field_find(field, "SCRAM-SHA", &part));
+	/* A prefix-less first secret is a crypt string. */
+	pos = "$6$x$y {PLAIN}z";
+	assert_true(password_field_next(&pos, &part));
+	assert_null(part.scheme);
+	assert_int_equal(part.data_len, 6);
+	assert_true(password_field_next(&pos, &part));
+	assert_true(password_part_is_plaintext(&part));
+	assert_false(password_field_next(&pos, &part));
+}
+
+static void test_hash_multi(void **state)
+{
+	static const char *const schemes[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-1"};
+	const char *error = NULL;
+	struct password_part part;
+
+	char *field = password_hash_multi(schemes, 3, "pass word", &error);
+	assert_non_null(field);
+	/* The plaintext secret goes last, whatever the order asked. */
+	assert_has_prefix(field, "{SCRAM-SHA-256}4096,");
+	assert_non_null(strstr(field, " {SCRAM-SHA-1}4096,"));
+	assert_string_equal(field + strlen(field) - strlen(" {PLAIN}pass word"),
+			    " {PLAIN}pass word");
+	assert_int_equal(password_verify(field, "pass word", &error), 1);
+	assert_int_equal(password_verify(field, "pass", &error), 0);
+	assert_true(password_field_find(field, "SCRAM-SHA-1", &part));
+	char alone[256];
+	snprintf(alone, sizeof(alone), "{SCRAM-SHA-1}%.*s", (int)part.data_len, part.data);
+	assert_int_equal(password_verify(alone, "pass word", &error), 1);
+	free(field);
+
+	static const char *const two_plain[] = {"PLAIN", "CLEAR"};
+	assert_null(password_hash_multi(two_plain, 2, "x", &error));
+	static const char *const unknown[] = {"SCRAM-SHA-256", "FOO"};
+	error = NULL;
+	assert_null(password_hash_multi(unknown, 2, "x", &error));
+	assert_non_null(error);
+	assert_null(password_hash_multi(schemes, 0, "x", &error));
 }
 
 static void test_long_password(void **state)
@@ -320,6 +438,8 @@ int main(void)
 	    cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_unknown_scheme),
 	    cmocka_unit_test(test_plaintext_detection),
+	    cmocka_unit_test(test_field_parts),
+	    cmocka_unit_test(test_hash_multi),
 	    cmocka_unit_test(test_long_password),
 	    cmocka_unit_test(test_threads),
 	};

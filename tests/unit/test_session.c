@@ -66,7 +66,21 @@ static void fake_auth_readable(evutil_socket_t fd, short what, void *arg)
 	assert_true(send(fd, out.buf, n, 0) == (ssize_t)n);
 }
 
+static int setup_with_peer(void **state, uint32_t peer_ip);
+
 static int setup(void **state)
+{
+	return setup_with_peer(state, 0x7f000001); /* 127.0.0.1 */
+}
+
+/* A client from another machine (192.0.2.1, TEST-NET-1): no packet is sent anywhere, the address
+ * only tells the session where the connection comes from. */
+static int setup_remote(void **state)
+{
+	return setup_with_peer(state, 0xc0000201);
+}
+
+static int setup_with_peer(void **state, uint32_t peer_ip)
 {
 	struct harness *h = xcalloc(1, sizeof(*h));
 	int auth_pair[2], conn_pair[2];
@@ -82,6 +96,7 @@ static int setup(void **state)
 	h->config.retr_marks_seen = true;
 	h->config.expire = "NEVER";
 	h->config.greeting = "ready";
+	h->config.auth_cleartext = CONFIG_CLEARTEXT_LOOPBACK;
 	h->worker.config = &h->config;
 	h->worker.base = event_base_new();
 	h->worker.ip_limit = ip_limit_create();
@@ -96,10 +111,10 @@ static int setup(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, conn_pair), 0);
 	h->client_fd = conn_pair[1];
 	fcntl(h->client_fd, F_SETFL, O_NONBLOCK);
-	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(peer_ip)};
 	evutil_make_socket_nonblocking(conn_pair[0]);
 	assert_non_null(
-	    pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer, sizeof(peer)));
+	    pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer, sizeof(peer), false));
 	*state = h;
 	return 0;
 }
@@ -287,6 +302,54 @@ static void test_bad_command_limit(void **state)
 	assert_null(h->worker.sessions);
 }
 
+/* [auth] cleartext = loopback: a remote client without TLS may not send a password. */
+static void test_cleartext_refused_from_remote(void **state)
+{
+	struct harness *h = *state;
+
+	say(h, "CAPA\r\n");
+	assert_true(pump_until(h, "\r\n.\r\n", 2));
+	if (strstr(h->buf, "\r\nUSER\r\n") != NULL)
+		fail_msg("USER announced to a remote client without TLS: %s", h->buf);
+	say(h, "USER demo\r\nPASS right\r\n");
+	assert_true(pump_until(h, "Plaintext logins are not allowed", 2));
+	const char *first = strstr(h->buf, "-ERR [AUTH] Plaintext");
+	assert_non_null(first);
+	assert_non_null(strstr(first + 1, "-ERR [AUTH] Plaintext"));
+	assert_null(strstr(h->buf, "Logged in"));
+}
+
+/* [auth] cleartext = always: the admin allows it everywhere. */
+static void test_cleartext_always_allows_remote(void **state)
+{
+	struct harness *h = *state;
+
+	h->config.auth_cleartext = CONFIG_CLEARTEXT_ALWAYS;
+	say(h, "CAPA\r\nUSER demo\r\nPASS right\r\n");
+	assert_true(pump_until(h, "Logged in", 2));
+	assert_non_null(strstr(h->buf, "\r\nUSER\r\n"));
+}
+
+/* [auth] cleartext = never: not even from this machine. */
+static void test_cleartext_never_refuses_loopback(void **state)
+{
+	struct harness *h = *state;
+
+	h->config.auth_cleartext = CONFIG_CLEARTEXT_NEVER;
+	say(h, "USER demo\r\n");
+	assert_true(pump_until(h, "-ERR [AUTH]", 2));
+}
+
+/* Without TLS configured, STLS is neither offered nor accepted. */
+static void test_stls_without_tls(void **state)
+{
+	struct harness *h = *state;
+
+	say(h, "CAPA\r\nSTLS\r\n");
+	assert_true(pump_until(h, "STLS is not available", 2));
+	assert_null(strstr(h->buf, "\r\nSTLS\r\n"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -300,6 +363,12 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_pipelined_behind_pass, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_command_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cleartext_refused_from_remote, setup_remote,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_cleartext_always_allows_remote, setup_remote,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_cleartext_never_refuses_loopback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stls_without_tls, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,50 @@
+/* TLS for POP3 (implicit TLS on 995, RFC 8314; STLS, RFC 2595) with OpenSSL 3. The master reads
+ * the certificate and key files (it may be the only process allowed to) into memory; workers build
+ * their SSL_CTX from that memory, and get fresh material on reload without dropping sessions. */
+#ifndef BUZON_NET_TLS_H
+#define BUZON_NET_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#include "core/config.h"
+
+/* The PEM files' contents. */
+struct tls_material {
+	char *cert_pem; /* certificate chain, leaf first */
+	size_t cert_len;
+	char *key_pem;
+	size_t key_len;
+	char *client_ca_pem; /* CAs for client certificates (EXTERNAL), or NULL */
+	size_t client_ca_len;
+};
+
+/* True when the config asks for TLS at all ([tls] cert set). */
+bool tls_configured(const struct buzon_config *config);
+
+/* Reads the files named by [tls]. Returns -1 with a newly allocated *error_r naming the file. */
+int tls_material_load(const struct buzon_config *config, struct tls_material *material,
+		      char **error_r);
+/* Wipes (the key) and frees. */
+void tls_material_clear(struct tls_material *material);
+
+/* Builds a server context from material and the [tls] settings (minimum version, ciphers,
+ * session tickets, ignoring a missing close_notify as many mail clients omit it). Checks that the
+ * key matches the certificate. Returns NULL with a newly allocated *error_r. */
+SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
+			 char **error_r);
+
+/* Channel-binding data of an established connection, for SCRAM-*-PLUS. Each returns the length
+ * written into out (at most size), or 0 if unavailable. */
+size_t tls_channel_binding_exporter(SSL *ssl, unsigned char *out, size_t size);
+size_t tls_channel_binding_endpoint(SSL *ssl, unsigned char *out, size_t size);
+
+/* The identity of a verified client certificate (its subject's first email SAN, else its CN) as a
+ * newly allocated string, or NULL when there is none or it did not verify. */
+char *tls_client_identity(SSL *ssl);
+
+/* Protocol version name of an established connection ("TLSv1.3"). */
+const char *tls_version_name(SSL *ssl);
+
+#endif
