@@ -3,7 +3,12 @@
  * the hashing threads (auth_hasher.c); their verdicts come back to the main thread, which alone
  * answers, so connections and the user database need no locks. A request for an unknown user is
  * checked against a dummy secret of the default scheme, so it costs the same time as a wrong
- * password. */
+ * password.
+ *
+ * SASL conversations (sasl/) live here too, keyed by worker connection and request id: the worker
+ * only relays decoded client responses and challenges. Every failure goes through the penalty
+ * table (a delay that doubles per failure from one client IP) and may ban the IP, which the
+ * workers see in the shared ban table. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,15 +17,26 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/auth_hasher.h"
+#include "auth/penalty.h"
+#include "auth/scheme_policy.h"
 #include "auth/auth_proto.h"
 #include "auth/auth_server.h"
 #include "auth/passwd_file.h"
 #include "auth/password.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "net/ban_table.h"
+#include "net/netlist.h"
+#include "sasl/sasl.h"
+
+/* A compromised worker must not be able to make the auth process hold unbounded state. */
+#define AUTH_MAX_CONVERSATIONS_PER_CONN 10000
+
+struct auth_conversation;
 
 /* One worker's connection. Requests in the hashing threads hold references, so that a worker that
  * went away does not leave them pointing at a reused descriptor. */
@@ -28,6 +44,22 @@ struct auth_conn {
 	int fd;
 	unsigned int refs;
 	bool closed;
+	struct auth_conversation *conversations;
+	size_t conversation_count;
+};
+
+/* A SASL exchange waiting for the client's next response. */
+struct auth_conversation {
+	struct auth_conversation *next;
+	struct auth_server *server;
+	uint32_t id;
+	char *client_ip;
+	struct sasl_conv *conv;
+	struct sasl_channel channel; /* points at the copies below */
+	unsigned char *cb_exporter, *cb_endpoint;
+	char *cert_user;
+	struct sasl_lookup lookup;
+	char *secret; /* the last secret looked up, owned here so it outlives a database reload */
 };
 
 /* A login attempt waiting for its password check. */
@@ -37,7 +69,8 @@ struct auth_request {
 	uint32_t id;
 	bool known_user;
 	char *user;      /* the canonical name from the passwd-file, or what the client sent */
-	char *client_ip; /* for logs */
+	char *client_ip; /* for penalties and logs */
+	unsigned char fingerprint[PENALTY_FP_LEN]; /* of user and password: retries do not count */
 };
 
 struct auth_server {
@@ -48,15 +81,59 @@ struct auth_server {
 	struct auth_hasher *hasher;
 	struct auth_conn **conns;
 	size_t conn_count;
+	struct penalty_table *penalties;
+	struct net_list *trusted;
+	struct ban_table *bans; /* shared with the workers */
+	unsigned char fingerprint_key[PENALTY_FP_KEY_LEN];
+	unsigned char fake_scram_key[32];
+	const struct sasl_mech **mechs; /* enabled mechanisms */
+	size_t mech_count;
 };
+
+static void auth_conversation_free(struct auth_conversation **convp)
+{
+	struct auth_conversation *c = *convp;
+
+	sasl_conv_free(&c->conv);
+	free(c->client_ip);
+	if (c->cb_exporter != NULL)
+		sodium_memzero(c->cb_exporter, c->channel.cb_exporter_len);
+	free(c->cb_exporter);
+	free(c->cb_endpoint);
+	free(c->cert_user);
+	if (c->secret != NULL)
+		sodium_memzero(c->secret, strlen(c->secret));
+	free(c->secret);
+	x_free(convp);
+}
+
+/* Unlinks conversation id of conn and returns it, or NULL. */
+static struct auth_conversation *auth_conversation_take(struct auth_conn *conn, uint32_t id)
+{
+	for (struct auth_conversation **p = &conn->conversations; *p != NULL; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct auth_conversation *c = *p;
+			*p = c->next;
+			conn->conversation_count--;
+			return c;
+		}
+	}
+	return NULL;
+}
 
 static void auth_conn_unref(struct auth_conn **connp)
 {
 	struct auth_conn *conn = *connp;
 
 	*connp = NULL;
-	if (--conn->refs == 0)
-		free(conn);
+	if (--conn->refs > 0)
+		return;
+	while (conn->conversations != NULL) {
+		struct auth_conversation *c = conn->conversations;
+		conn->conversations = c->next;
+		auth_conversation_free(&c);
+	}
+	free(conn);
 }
 
 static void auth_request_free(struct auth_request **reqp)
@@ -105,13 +182,41 @@ static void auth_send_result(struct auth_conn *conn, uint32_t id, enum auth_resu
 	auth_send(conn, &b);
 }
 
+static uint64_t auth_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Counts a failure against client_ip; bans it when it has failed too often. Returns the delay the
+ * worker waits before answering. */
+static unsigned int auth_penalise(struct auth_server *server, const char *client_ip,
+				  const unsigned char *fingerprint)
+{
+	bool banned_now = false;
+	unsigned int delay = penalty_record_failure(server->penalties, client_ip, fingerprint,
+						    auth_now_ms(), &banned_now);
+
+	if (banned_now) {
+		const struct buzon_config *config = server->config;
+		ban_table_ban_text(server->bans, client_ip, ban_table_now() + config->auth_ban_secs);
+		log_warn("ban", "ip=%s failures=%u window=%us duration=%us", log_quote(client_ip),
+			 config->auth_ban_failures, config->auth_ban_window_secs,
+			 config->auth_ban_secs);
+	}
+	return delay;
+}
+
 /* Answers a finished login attempt: the one place that decides what the worker hears. */
 static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint32_t id,
-			const char *user, bool success)
+			const char *user, const char *client_ip, const unsigned char *fingerprint,
+			bool success)
 {
 	if (!success) {
-		auth_send_result(conn, id, AUTH_RESULT_FAIL, NULL, NULL,
-				 server->config->auth_failure_delay_ms);
+		unsigned int delay = auth_penalise(server, client_ip, fingerprint);
+		auth_send_result(conn, id, AUTH_RESULT_FAIL, NULL, NULL, delay);
 		return;
 	}
 	char *location = config_expand_location(server->config->mail_location, user);
@@ -120,6 +225,7 @@ static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint
 		auth_send_result(conn, id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
 		return;
 	}
+	penalty_record_success(server->penalties, client_ip, auth_now_ms());
 	auth_send_result(conn, id, AUTH_RESULT_OK, user, location, 0);
 	free(location);
 }
@@ -129,7 +235,7 @@ static void auth_check_finished(struct auth_server *server, struct auth_request 
 	if (req->check.verdict < 0 && req->known_user)
 		log_error("auth_secret_invalid", "user=%s error=%s", log_quote(req->user),
 			  log_quote(req->check.error != NULL ? req->check.error : "unknown"));
-	auth_finish(server, req->conn, req->id, req->user,
+	auth_finish(server, req->conn, req->id, req->user, req->client_ip, req->fingerprint,
 		    req->known_user && req->check.verdict == 1);
 }
 
@@ -176,19 +282,38 @@ static const struct passwd_entry *auth_lookup(struct auth_server *server, const 
 	return passwd_user_name_valid(user) ? passwd_db_lookup(&server->db, user) : NULL;
 }
 
-/* USER/PASS: queue the password check. */
-static void auth_handle_verify(struct auth_server *server, struct auth_conn *conn,
-			       const struct auth_msg *msg)
+/* The secret an unknown user's password is checked against, so that the answer takes as long as
+ * for a real user: a real user's secret (the same scheme and cost), chosen by the name so that
+ * one unknown name always costs the same; the verdict is "fail" whatever the check says. An empty
+ * database falls back to a dummy secret made like a new user's. */
+static const char *auth_timing_secret(const struct auth_server *server, const char *user)
+{
+	unsigned char hash[8];
+	uint64_t pick = 0;
+
+	if (server->db.count == 0)
+		return server->dummy_secret;
+	crypto_generichash(hash, sizeof(hash), (const unsigned char *)user, strlen(user),
+			   server->fingerprint_key, sizeof(server->fingerprint_key));
+	memcpy(&pick, hash, sizeof(pick));
+	return server->db.entries[pick % server->db.count].secret;
+}
+
+/* Queues a password check for user (USER/PASS, or PLAIN/LOGIN after their exchange). Takes
+ * ownership of user and password. */
+static void auth_check_password(struct auth_server *server, struct auth_conn *conn, uint32_t id,
+				char *user, char *password, const char *client_ip)
 {
 	struct auth_request *req = xcalloc(1, sizeof(*req));
+	const struct passwd_entry *entry = auth_lookup(server, user);
 
-	req->id = msg->id;
-	req->user = auth_msg_strdup(msg, AUTH_FIELD_USER);
-	req->client_ip = auth_msg_strdup(msg, AUTH_FIELD_CLIENT_IP);
-	req->check.password = auth_msg_strdup(msg, AUTH_FIELD_PASSWORD);
-	const struct passwd_entry *entry = auth_lookup(server, req->user);
+	req->id = id;
+	req->user = user;
+	req->client_ip = xstrdup(client_ip);
+	req->check.password = password;
+	penalty_fingerprint(server->fingerprint_key, user, password, req->fingerprint);
 	req->known_user = entry != NULL;
-	req->check.secret = xstrdup(entry != NULL ? entry->secret : server->dummy_secret);
+	req->check.secret = xstrdup(entry != NULL ? entry->secret : auth_timing_secret(server, user));
 	if (entry != NULL) {
 		free(req->user);
 		req->user = xstrdup(entry->user);
@@ -198,24 +323,214 @@ static void auth_handle_verify(struct auth_server *server, struct auth_conn *con
 	auth_hasher_submit(server->hasher, &req->check);
 }
 
+/* USER/PASS. */
+static void auth_handle_verify(struct auth_server *server, struct auth_conn *conn,
+			       const struct auth_msg *msg, const char *client_ip)
+{
+	auth_check_password(server, conn, msg->id, auth_msg_strdup(msg, AUTH_FIELD_USER),
+			    auth_msg_strdup(msg, AUTH_FIELD_PASSWORD), client_ip);
+}
+
+/* APOP (RFC 1939 §7): MD5 is cheap, so it is checked here. */
+static void auth_handle_apop(struct auth_server *server, struct auth_conn *conn,
+			     const struct auth_msg *msg, const char *client_ip)
+{
+	char *user = auth_msg_strdup(msg, AUTH_FIELD_USER);
+	char *timestamp = auth_msg_strdup(msg, AUTH_FIELD_TIMESTAMP);
+	char *digest = auth_msg_strdup(msg, AUTH_FIELD_DIGEST);
+	const struct passwd_entry *entry = auth_lookup(server, user);
+	bool ok = server->config->auth_apop && entry != NULL &&
+		  sasl_apop_verify(entry->secret, timestamp, digest) == 1;
+
+	auth_finish(server, conn, msg->id, ok ? entry->user : user, client_ip, NULL, ok);
+	free(user);
+	free(timestamp);
+	free(digest);
+}
+
+/* sasl_lookup callback: the conversation keeps its own copy of the secret. */
+static const char *auth_conversation_secret(void *context, const char *user)
+{
+	struct auth_conversation *c = context;
+	const struct passwd_entry *entry = auth_lookup(c->server, user);
+
+	if (c->secret != NULL) {
+		sodium_memzero(c->secret, strlen(c->secret));
+		x_free(&c->secret);
+	}
+	if (entry == NULL)
+		return NULL;
+	c->secret = xstrdup(entry->secret);
+	return c->secret;
+}
+
+static const struct sasl_mech *auth_mech_enabled(const struct auth_server *server,
+						 const char *name)
+{
+	const struct sasl_mech *mech = name != NULL ? sasl_mech_find(name) : NULL;
+
+	for (size_t i = 0; mech != NULL && i < server->mech_count; i++) {
+		if (server->mechs[i] == mech)
+			return mech;
+	}
+	return NULL;
+}
+
+/* Whether mech may run on a connection with these flags: the auth process enforces the same
+ * policy the worker announces, since a worker may be compromised. */
+static bool auth_mech_allowed(const struct auth_server *server, const struct sasl_mech *mech,
+			      uint32_t flags)
+{
+	bool tls = (flags & AUTH_FLAG_TLS) != 0;
+
+	if (sasl_mech_is_plaintext(mech)) {
+		enum config_cleartext policy = server->config->auth_cleartext;
+		return tls || policy == CONFIG_CLEARTEXT_ALWAYS ||
+		       (policy == CONFIG_CLEARTEXT_LOOPBACK && (flags & AUTH_FLAG_LOOPBACK) != 0);
+	}
+	return !sasl_mech_needs_channel_binding(mech) || tls;
+}
+
+static unsigned char *auth_dup_field(const struct auth_msg *msg, enum auth_field tag,
+				     size_t *len_r)
+{
+	const struct auth_field_value *v = &msg->fields[tag];
+
+	*len_r = v->present ? v->len : 0;
+	if (!v->present || v->len == 0)
+		return NULL;
+	unsigned char *copy = xmalloc(v->len);
+	memcpy(copy, v->data, v->len);
+	return copy;
+}
+
+static struct auth_conversation *auth_conversation_new(struct auth_server *server,
+						       const struct auth_msg *msg,
+						       const struct sasl_mech *mech,
+						       const char *client_ip)
+{
+	struct auth_conversation *c = xcalloc(1, sizeof(*c));
+	uint32_t flags = auth_msg_u32(msg, AUTH_FIELD_FLAGS, 0);
+
+	c->server = server;
+	c->id = msg->id;
+	c->client_ip = xstrdup(client_ip);
+	c->cb_exporter =
+	    auth_dup_field(msg, AUTH_FIELD_CB_EXPORTER, &c->channel.cb_exporter_len);
+	c->cb_endpoint =
+	    auth_dup_field(msg, AUTH_FIELD_CB_ENDPOINT, &c->channel.cb_endpoint_len);
+	c->cert_user = auth_msg_strdup(msg, AUTH_FIELD_CERT_USER);
+	c->channel.tls = (flags & AUTH_FLAG_TLS) != 0;
+	c->channel.cb_exporter = c->cb_exporter;
+	c->channel.cb_endpoint = c->cb_endpoint;
+	c->channel.cert_user = c->cert_user;
+	c->lookup = (struct sasl_lookup){.context = c,
+					 .secret = auth_conversation_secret,
+					 .fake_key = server->fake_scram_key,
+					 .fake_key_len = sizeof(server->fake_scram_key),
+					 .fake_iterations = 4096};
+	c->conv = sasl_conv_new(mech, &c->channel, &c->lookup);
+	return c;
+}
+
+/* Feeds one client response to a conversation and acts on the mechanism's answer. Takes c; keeps
+ * it (linked into conn) only while the exchange goes on. */
+static void auth_conversation_step(struct auth_server *server, struct auth_conn *conn,
+				   struct auth_conversation *c, const struct auth_msg *msg)
+{
+	const struct auth_field_value *response = &msg->fields[AUTH_FIELD_RESPONSE];
+	struct sasl_output out;
+	enum sasl_status status =
+	    sasl_conv_step(c->conv, response->data, response->len, response->present, &out);
+
+	switch (status) {
+	case SASL_STATUS_CONTINUE: {
+		struct auth_msg_builder b;
+		auth_msg_begin(&b, AUTH_MSG_CHALLENGE, c->id);
+		auth_msg_add_bytes(&b, AUTH_FIELD_CHALLENGE, out.challenge, out.challenge_len);
+		auth_send(conn, &b);
+		c->next = conn->conversations;
+		conn->conversations = c;
+		conn->conversation_count++;
+		sasl_output_clear(&out);
+		return;
+	}
+	case SASL_STATUS_CHECK_PASSWORD:
+		auth_check_password(server, conn, c->id, out.user, out.password, c->client_ip);
+		out.user = out.password = NULL;
+		break;
+	case SASL_STATUS_SUCCESS: {
+		const struct passwd_entry *entry = auth_lookup(server, out.user);
+		auth_finish(server, conn, c->id, entry != NULL ? entry->user : out.user,
+			    c->client_ip, NULL, entry != NULL);
+		break;
+	}
+	case SASL_STATUS_FAILURE:
+		log_info("sasl_failed", "ip=%s reason=%s", log_quote(c->client_ip),
+			 log_quote(out.error != NULL ? out.error : "unknown"));
+		auth_finish(server, conn, c->id, NULL, c->client_ip, NULL, false);
+		break;
+	}
+	sasl_output_clear(&out);
+	auth_conversation_free(&c);
+}
+
+static void auth_handle_sasl_start(struct auth_server *server, struct auth_conn *conn,
+				   const struct auth_msg *msg, const char *client_ip)
+{
+	char *name = auth_msg_strdup(msg, AUTH_FIELD_MECH);
+	const struct sasl_mech *mech = auth_mech_enabled(server, name);
+
+	free(name);
+	if (mech == NULL ||
+	    !auth_mech_allowed(server, mech, auth_msg_u32(msg, AUTH_FIELD_FLAGS, 0)) ||
+	    conn->conversation_count >= AUTH_MAX_CONVERSATIONS_PER_CONN) {
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		return;
+	}
+	struct auth_conversation *old = auth_conversation_take(conn, msg->id);
+	if (old != NULL)
+		auth_conversation_free(&old); /* a reused id ends the old exchange */
+	auth_conversation_step(server, conn, auth_conversation_new(server, msg, mech, client_ip),
+			       msg);
+}
+
+static void auth_handle_sasl_continue(struct auth_server *server, struct auth_conn *conn,
+				      const struct auth_msg *msg)
+{
+	struct auth_conversation *c = auth_conversation_take(conn, msg->id);
+
+	if (c == NULL) {
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		return;
+	}
+	auth_conversation_step(server, conn, c, msg);
+}
+
 static void auth_handle_message(struct auth_server *server, struct auth_conn *conn,
 				const struct auth_msg *msg)
 {
-	if (auth_db_refresh(server) < 0) {
+	char *client_ip = auth_msg_strdup(msg, AUTH_FIELD_CLIENT_IP);
+
+	if (msg->type == AUTH_MSG_SASL_ABORT) {
+		struct auth_conversation *c = auth_conversation_take(conn, msg->id);
+		if (c != NULL)
+			auth_conversation_free(&c);
+	} else if (msg->type == AUTH_MSG_SASL_CONTINUE) {
+		auth_handle_sasl_continue(server, conn, msg);
+	} else if (client_ip != NULL &&
+		   penalty_is_banned(server->penalties, client_ip, auth_now_ms(), NULL)) {
+		auth_send_result(conn, msg->id, AUTH_RESULT_BANNED, NULL, NULL, 0);
+	} else if (auth_db_refresh(server) < 0) {
 		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
-		return;
+	} else if (msg->type == AUTH_MSG_VERIFY) {
+		auth_handle_verify(server, conn, msg, client_ip);
+	} else if (msg->type == AUTH_MSG_APOP) {
+		auth_handle_apop(server, conn, msg, client_ip);
+	} else if (msg->type == AUTH_MSG_SASL_START) {
+		auth_handle_sasl_start(server, conn, msg, client_ip);
 	}
-	switch (msg->type) {
-	case AUTH_MSG_VERIFY:
-		auth_handle_verify(server, conn, msg);
-		break;
-	case AUTH_MSG_SASL_ABORT:
-		break; /* no conversation is kept for this id */
-	default:
-		/* a mechanism or command this auth process does not offer */
-		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
-		break;
-	}
+	free(client_ip);
 }
 
 static void auth_conn_close(struct auth_server *server, size_t index)
@@ -355,7 +670,9 @@ static void auth_server_loop(struct auth_server *server, int control_fd, int sig
 	free(fds);
 }
 
-static char *auth_make_dummy_secret(const char *scheme)
+/* A secret for a password nobody knows, made like a new user's, so that checking an unknown user
+ * costs what checking a real one does. */
+static char *auth_make_dummy_secret(const struct buzon_config *config)
 {
 	unsigned char random[16];
 	char password[33];
@@ -363,13 +680,69 @@ static char *auth_make_dummy_secret(const char *scheme)
 
 	randombytes_buf(random, sizeof(random));
 	sodium_bin2hex(password, sizeof(password), random, sizeof(random));
-	char *secret = password_hash(scheme, password, &error);
+	char *secret = scheme_policy_hash(config, password, &error);
 	if (secret == NULL)
 		secret = password_hash("YESCRYPT", password, &error);
 	if (secret == NULL)
 		fatal("cannot make the dummy secret: %s", error != NULL ? error : "unknown");
 	sodium_memzero(password, sizeof(password));
 	return secret;
+}
+
+/* The enabled SASL mechanisms, from [auth] mechanisms (checked when the config was read). */
+static void auth_server_mechs(struct auth_server *server)
+{
+	char *copy = xstrdup(server->config->auth_mechanisms), *saveptr = NULL;
+
+	for (char *name = strtok_r(copy, " ", &saveptr); name != NULL;
+	     name = strtok_r(NULL, " ", &saveptr)) {
+		const struct sasl_mech *mech = sasl_mech_find(name);
+		if (mech == NULL)
+			continue;
+		server->mechs =
+		    xrealloc(server->mechs, (server->mech_count + 1) * sizeof(*server->mechs));
+		server->mechs[server->mech_count++] = mech;
+	}
+	free(copy);
+}
+
+/* Builds the penalty table from [auth] (values checked by the master before it forked us). */
+static void auth_server_penalties(struct auth_server *server)
+{
+	struct penalty_config pc;
+	char *error = NULL;
+
+	auth_penalty_config(server->config, &pc, &server->trusted, &error);
+	if (error != NULL)
+		fatal("[auth] penalties: %s", error);
+	server->penalties = penalty_table_new(&pc);
+	penalty_fingerprint_key_generate(server->fingerprint_key);
+	randombytes_buf(server->fake_scram_key, sizeof(server->fake_scram_key));
+}
+
+int auth_penalty_config(const struct buzon_config *config, struct penalty_config *pc,
+			struct net_list **trusted_r, char **error_r)
+{
+	const char *check_error = NULL;
+
+	*error_r = NULL;
+	*trusted_r = NULL;
+	penalty_config_init(pc);
+	pc->initial_ms = config->auth_failure_delay_ms;
+	pc->max_ms = config->auth_failure_delay_max_ms;
+	pc->ban_failures = config->auth_ban_failures;
+	pc->ban_window_secs = config->auth_ban_window_secs;
+	pc->ban_secs = config->auth_ban_secs;
+	if (config->auth_trusted_networks != NULL &&
+	    net_list_parse(config->auth_trusted_networks, trusted_r, error_r) < 0)
+		return -1;
+	pc->trusted = *trusted_r;
+	if (penalty_config_check(pc, &check_error) < 0) {
+		*error_r = xstrdup(check_error);
+		net_list_free(trusted_r);
+		return -1;
+	}
+	return 0;
 }
 
 static void auth_server_free(struct auth_server *server)
@@ -381,11 +754,16 @@ static void auth_server_free(struct auth_server *server)
 	if (server->db_loaded)
 		passwd_db_free(&server->db);
 	free(server->dummy_secret);
+	penalty_table_free(&server->penalties);
+	net_list_free(&server->trusted);
+	free(server->mechs);
+	sodium_memzero(server->fingerprint_key, sizeof(server->fingerprint_key));
+	sodium_memzero(server->fake_scram_key, sizeof(server->fake_scram_key));
 }
 
-int auth_server_main(const struct buzon_config *config, int control_fd)
+int auth_server_main(const struct buzon_config *config, int control_fd, struct ban_table *bans)
 {
-	struct auth_server server = {.config = config};
+	struct auth_server server = {.config = config, .bans = bans};
 	sigset_t mask;
 
 	if (sodium_init() < 0)
@@ -400,7 +778,9 @@ int auth_server_main(const struct buzon_config *config, int control_fd)
 	if (signal_fd < 0)
 		fatal("signalfd failed: %s", strerror(errno));
 
-	server.dummy_secret = auth_make_dummy_secret(config->default_scheme);
+	server.dummy_secret = auth_make_dummy_secret(config);
+	auth_server_mechs(&server);
+	auth_server_penalties(&server);
 	(void)auth_db_refresh(&server);
 	server.hasher = auth_hasher_start(config->auth_threads);
 	log_info("auth_started", "threads=%u", auth_hasher_thread_count(server.hasher));

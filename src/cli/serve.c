@@ -25,7 +25,9 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "net/ban_table.h"
 #include "net/ip_limit.h"
+#include "net/netlist.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "pop3/worker.h"
@@ -58,6 +60,7 @@ struct master {
 	int auth_control_fd;
 	int signal_fd;
 	struct ip_limit *ip_limit;
+	struct ban_table *bans; /* written by the auth process, read by the workers */
 	bool stopping;
 	bool child_failed;
 };
@@ -122,6 +125,7 @@ static void master_free(struct master *master)
 	free(master->mail_identity.name);
 	free(master->auth_identity.name);
 	ip_limit_destroy(&master->ip_limit);
+	ban_table_destroy(&master->bans);
 	config_free(&master->config);
 }
 
@@ -172,7 +176,7 @@ static int master_spawn_auth(struct master *master)
 		identity_drop(&master->auth_identity);
 		/* same-user workers must not be able to ptrace this process to read hashes */
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-		int status = auth_server_main(master->config, pair[1]);
+		int status = auth_server_main(master->config, pair[1], master->bans);
 		close(pair[1]);
 		master_free(master);
 		exit(status);
@@ -217,6 +221,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .listen_count = per,
 		    .auth_fd = pair[1],
 		    .ip_limit = master->ip_limit,
+		    .bans = master->bans,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
 		};
 		int status = pop3_worker_main(master->config, &setup);
@@ -257,6 +262,23 @@ static int master_open_listeners(struct master *master, char **error_r)
 		}
 	}
 	return 0;
+}
+
+/* Checks the login-penalty settings now, so that a bad value stops the start with a message
+ * instead of killing the auth process later. */
+static int master_check_penalties(struct master *master, char **error_r)
+{
+	struct penalty_config pc;
+	struct net_list *trusted = NULL;
+	int ret = auth_penalty_config(master->config, &pc, &trusted, error_r);
+
+	net_list_free(&trusted);
+	if (ret < 0) {
+		char *with_file = xasprintf("%s: [auth] %s", master->config->path, *error_r);
+		free(*error_r);
+		*error_r = with_file;
+	}
+	return ret;
 }
 
 /* Reads the certificate and key (root may be the only one who can) and checks them by building a
@@ -440,7 +462,8 @@ static int master_start(struct master *master)
 	char *error = NULL;
 	sigset_t mask;
 
-	if (master_identities(master, &error) < 0 || master_load_tls(master, &error) < 0 ||
+	if (master_identities(master, &error) < 0 || master_check_penalties(master, &error) < 0 ||
+	    master_load_tls(master, &error) < 0 ||
 	    master_open_listeners(master, &error) < 0) {
 		fprintf(stderr, "buzon: %s\n", error);
 		log_error("start_failed", "error=%s", log_quote(error));
@@ -457,6 +480,7 @@ static int master_start(struct master *master)
 	if (master->signal_fd < 0)
 		fatal("signalfd failed: %s", strerror(errno));
 	master->ip_limit = ip_limit_create();
+	master->bans = ban_table_create();
 	if (master_spawn_auth(master) < 0)
 		fatal("cannot start the auth process: %s", strerror(errno));
 	for (unsigned int w = 0; w < master->worker_count; w++) {

@@ -15,6 +15,7 @@
 
 #include "auth/passwd_file.h"
 #include "auth/password.h"
+#include "auth/scheme_policy.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/util.h"
@@ -200,9 +201,10 @@ static int cli_read_password(bool from_stdin, char *buf, size_t size, const char
 	return ret;
 }
 
-/* Reads a password and hashes it into a newly allocated "{SCHEME}…" secret, or NULL after
- * printing why. */
-static char *cli_make_secret(const char *scheme, bool from_stdin)
+/* Reads a password and hashes it into a newly allocated "{SCHEME}…" secret (scheme NULL: what
+ * the config's policy asks for), or NULL after printing why. */
+static char *cli_make_secret(const struct buzon_config *config, const char *scheme,
+			     bool from_stdin)
 {
 	char password[CLI_PASSWORD_MAX + 1];
 	const char *error;
@@ -212,7 +214,8 @@ static char *cli_make_secret(const char *scheme, bool from_stdin)
 		cli_fail(error, NULL);
 		return NULL;
 	}
-	secret = password_hash(scheme, password, &error);
+	secret = scheme != NULL ? password_hash(scheme, password, &error)
+				: scheme_policy_hash(config, password, &error);
 	sodium_memzero(password, sizeof(password));
 	if (secret == NULL)
 		cli_fail("hashing failed", error);
@@ -253,12 +256,12 @@ static int user_set_secret(const struct user_options *opts, const struct buzon_c
 			   bool add)
 {
 	const char *path = config->passwd_file;
-	const char *scheme = opts->scheme != NULL ? opts->scheme : config->default_scheme;
+	const char *scheme = opts->scheme;
 	char *error = NULL;
 	bool exists;
 
-	if (!password_scheme_known(scheme))
-		return cli_fail("unknown password scheme in [auth] default_scheme", scheme);
+	if (scheme != NULL && !password_scheme_known(scheme))
+		return cli_fail("unknown password scheme", scheme);
 	if (cli_user_exists(path, opts->user, &exists) < 0)
 		return CLI_EXIT_FAIL;
 	if (exists && add)
@@ -266,7 +269,7 @@ static int user_set_secret(const struct user_options *opts, const struct buzon_c
 	if (!exists && !add)
 		return cli_fail("no such user", opts->user);
 
-	char *secret = cli_make_secret(scheme, opts->password_stdin);
+	char *secret = cli_make_secret(config, scheme, opts->password_stdin);
 	if (secret == NULL)
 		return CLI_EXIT_FAIL;
 	int ret = passwd_file_set(path, opts->user, secret, add, &error);
@@ -483,7 +486,8 @@ int cli_hash_main(int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(hash_usage_text, "unexpected argument", argv[optind]);
 
-	char *secret = cli_make_secret(opts.scheme != NULL ? opts.scheme : CLI_HASH_DEFAULT_SCHEME,
+	char *secret = cli_make_secret(NULL,
+				       opts.scheme != NULL ? opts.scheme : CLI_HASH_DEFAULT_SCHEME,
 				       opts.password_stdin);
 	if (secret == NULL)
 		return CLI_EXIT_FAIL;

@@ -15,6 +15,8 @@
 #include "auth/password.h"
 #include "core/config.h"
 #include "core/util.h"
+#include "net/netlist.h"
+#include "sasl/sasl.h"
 #include "store/store.h"
 
 enum config_type {
@@ -30,6 +32,8 @@ enum config_type {
 	CONFIG_TLS_VERSION,
 	CONFIG_CLEARTEXT,
 	CONFIG_EXPIRE,
+	CONFIG_MECHANISMS,
+	CONFIG_NETWORKS,
 	CONFIG_LOCATION,
 	CONFIG_SCHEME,
 };
@@ -75,7 +79,15 @@ static const struct config_key config_keys[] = {
     KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
     KEY("auth", "threads", CONFIG_WORKERS, auth_threads, "auto", 0, 0),
     KEY("auth", "failure_delay", CONFIG_DURATION_MS, auth_failure_delay_ms, "2s", 0, 0),
-    KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "YESCRYPT", 0, 0),
+    KEY("auth", "failure_delay_max", CONFIG_DURATION_MS, auth_failure_delay_max_ms, "15s", 0, 0),
+    KEY("auth", "ban_failures", CONFIG_UINT, auth_ban_failures, "20", 0, 64),
+    KEY("auth", "ban_window", CONFIG_DURATION, auth_ban_window_secs, "10m", 1, 86400),
+    KEY("auth", "ban_time", CONFIG_DURATION, auth_ban_secs, "10m", 1, 86400),
+    KEY("auth", "trusted_networks", CONFIG_NETWORKS, auth_trusted_networks, "", 0, 0),
+    KEY("auth", "mechanisms", CONFIG_MECHANISMS, auth_mechanisms,
+	"PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS SCRAM-SHA-1", 0, 0),
+    KEY("auth", "apop", CONFIG_BOOL, auth_apop, "no", 0, 0),
+    KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "auto", 0, 0),
     KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
 };
 
@@ -173,6 +185,33 @@ static int config_set_listen(struct config_listen **listens, size_t *count, cons
 	return ret;
 }
 
+/* A space- or comma-separated list of known SASL mechanism names, stored upper-cased. */
+static int config_set_mechanisms(char **field, const struct config_key *key, const char *value,
+				 char **error_r)
+{
+	char *copy = xstrdup(value), *saveptr = NULL;
+	char *out = xstrdup("");
+
+	for (char *name = strtok_r(copy, " ,\t", &saveptr); name != NULL;
+	     name = strtok_r(NULL, " ,\t", &saveptr)) {
+		const struct sasl_mech *mech = sasl_mech_find(name);
+		if (mech == NULL) {
+			*error_r = xasprintf("%s: unknown SASL mechanism '%s'", key->name, name);
+			free(copy);
+			free(out);
+			return -1;
+		}
+		char *next = xasprintf("%s%s%s", out, out[0] != '\0' ? " " : "",
+				       sasl_mech_name(mech));
+		free(out);
+		out = next;
+	}
+	free(copy);
+	free(*field);
+	*field = out;
+	return 0;
+}
+
 /* Stores value into the field described by key. */
 static int config_set(struct buzon_config *config, const struct config_key *key, const char *value,
 		      char **error_r)
@@ -191,7 +230,7 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		char *upper = xstrdup(value);
 		for (char *p = upper; *p != '\0'; p++)
 			*p = (char)toupper((unsigned char)*p);
-		if (!password_scheme_known(upper)) {
+		if (!password_scheme_known(upper) && strcmp(upper, "AUTO") != 0) {
 			*error_r = xasprintf("%s: unknown password scheme '%s' (use YESCRYPT, "
 					     "ARGON2ID, SHA512-CRYPT, BLF-CRYPT, ...)",
 					     key->name, value);
@@ -287,6 +326,17 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		}
 		*error_r = xasprintf("%s must be never, loopback or always", key->name);
 		return -1;
+	}
+	case CONFIG_MECHANISMS:
+		return config_set_mechanisms((char **)field, key, value, error_r);
+	case CONFIG_NETWORKS: {
+		struct net_list *list = NULL;
+		if (net_list_parse(value, &list, error_r) < 0)
+			return -1;
+		net_list_free(&list);
+		free(*(char **)field);
+		*(char **)field = value[0] == '\0' ? NULL : xstrdup(value);
+		return 0;
 	}
 	case CONFIG_EXPIRE:
 		if (strcasecmp(value, "never") == 0) {
@@ -412,7 +462,8 @@ void config_free(struct buzon_config **configp)
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		if (config_keys[i].type == CONFIG_STRING || config_keys[i].type == CONFIG_EXPIRE ||
 		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME ||
-		    config_keys[i].type == CONFIG_TLS_VERSION)
+		    config_keys[i].type == CONFIG_TLS_VERSION ||
+		    config_keys[i].type == CONFIG_MECHANISMS || config_keys[i].type == CONFIG_NETWORKS)
 			free(*(char **)((char *)config + config_keys[i].offset));
 	}
 	for (size_t i = 0; i < config->listen_count; i++)
@@ -437,7 +488,9 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_EXPIRE:
 	case CONFIG_LOCATION:
 	case CONFIG_SCHEME:
-	case CONFIG_TLS_VERSION: {
+	case CONFIG_TLS_VERSION:
+	case CONFIG_MECHANISMS:
+	case CONFIG_NETWORKS: {
 		const char *s = *(char *const *)field;
 		fputs(s != NULL ? s : "", out);
 		break;

@@ -60,7 +60,14 @@ struct buzon_config {
 	char *passwd_file;
 	char *auth_user;		    /* user the auth process runs as when started as root */
 	unsigned int auth_threads;	    /* hashing threads in the auth process */
-	unsigned int auth_failure_delay_ms; /* delay before answering a failed login */
+	unsigned int auth_failure_delay_ms; /* first delay before answering a failed login */
+	unsigned int auth_failure_delay_max_ms; /* the delay doubles per failure up to this */
+	unsigned int auth_ban_failures;         /* failures within ban_window that ban an IP */
+	unsigned int auth_ban_window_secs;
+	unsigned int auth_ban_secs;
+	char *auth_trusted_networks; /* CIDR list exempt from delays and bans; NULL: none */
+	char *auth_mechanisms;       /* SASL mechanisms offered, upper case, space-separated */
+	bool auth_apop;              /* offer APOP (needs plaintext-equivalent secrets) */
 	char *default_scheme;		    /* scheme `buzon user add` uses */
 
 	/* [mail] */

@@ -12,6 +12,7 @@
 #include "auth/passwd_file.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "pop3/commands.h"
 #include "pop3/parse.h"
 #include "pop3/session.h"
 #include "pop3/worker.h"
@@ -35,7 +36,7 @@ struct pop3_command {
 
 /* ---- helpers ---- */
 
-static const char *store_error_code(enum store_error kind)
+const char *pop3_store_error_code(enum store_error kind)
 {
 	switch (kind) {
 	case STORE_ERROR_IN_USE:
@@ -67,144 +68,7 @@ static void pop3_count_live(struct pop3_session *session, size_t *count_r, uint6
 	*size_r = session->box->total_size - session->deleted_size;
 }
 
-/* ---- AUTHORIZATION ---- */
-
-/* USER/PASS (and PLAIN/LOGIN) where passwords would cross the network unencrypted. */
-static enum pop3_outcome pop3_refuse_cleartext(struct pop3_session *session)
-{
-	pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS%s",
-		       session->worker->tls_ctx != NULL ? "; use STLS or port 995" : "");
-	return POP3_OUTCOME_BAD;
-}
-
-static enum pop3_outcome pop3_cmd_user(struct pop3_session *session,
-				       const struct pop3_command_line *cmd)
-{
-	if (!pop3_session_cleartext_allowed(session))
-		return pop3_refuse_cleartext(session);
-	free(session->user);
-	session->user = xstrdup(cmd->args[0]);
-	/* the same answer for every name: nothing is revealed before PASS */
-	pop3_reply_ok(session, "Send your password");
-	return POP3_OUTCOME_OK;
-}
-
-static void pop3_login_failed(evutil_socket_t fd, short what, void *arg)
-{
-	struct pop3_session *session = arg;
-
-	event_free(session->delay_timer);
-	session->delay_timer = NULL;
-	pop3_reply_err(session, "[AUTH] Authentication failed");
-	pop3_session_resume(session, POP3_OUTCOME_BAD);
-}
-
-static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, const char *user,
-						 const char *location)
-{
-	const char *path;
-	const struct store_backend *backend = store_backend_find(location, &path);
-	enum store_error kind = STORE_ERROR_TEMP;
-	char *error = NULL;
-
-	if (backend == NULL || backend->open(path, &session->box, &kind, &error) < 0) {
-		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
-			 log_quote(user), store_error_code(kind),
-			 log_quote(error != NULL ? error : "unknown backend"));
-		free(error);
-		if (kind == STORE_ERROR_IN_USE)
-			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
-		else
-			pop3_reply_err(session, "%s Cannot open the mailbox",
-				       store_error_code(kind));
-		return POP3_OUTCOME_OK;
-	}
-	session->state = POP3_STATE_TRANSACTION;
-	session->login_user = xstrdup(user);
-	session->deleted = xcalloc(session->box->count, sizeof(bool));
-	session->retrieved = xcalloc(session->box->count, sizeof(bool));
-	log_info("login", "session=%s user=%s ip=%s mechanism=USER messages=%zu octets=%llu",
-		 session->id, log_quote(user), session->ip, session->box->count,
-		 (unsigned long long)session->box->total_size);
-	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
-		      (unsigned long long)session->box->total_size);
-	return POP3_OUTCOME_OK;
-}
-
-static void pop3_pass_answered(void *context, const struct auth_reply *reply)
-{
-	struct pop3_session *session = context;
-
-	session->auth_request = 0;
-	if (reply->type != AUTH_MSG_RESULT) {
-		/* USER/PASS has no challenges: an auth process that sends one is broken */
-		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
-		pop3_session_resume(session, POP3_OUTCOME_OK);
-		return;
-	}
-	switch (reply->result) {
-	case AUTH_RESULT_OK:
-		pop3_session_resume(session,
-				    pop3_login_open_mailbox(session, reply->user, reply->location));
-		return;
-	case AUTH_RESULT_TEMPFAIL:
-		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
-		pop3_session_resume(session, POP3_OUTCOME_OK);
-		return;
-	default:
-		break;
-	}
-	log_info("login_failed", "session=%s user=%s ip=%s", session->id,
-		 log_quote(session->user != NULL ? session->user : ""), session->ip);
-	/* RFC 1939 §7: after a failed PASS the client starts again with USER */
-	x_free(&session->user);
-	/* the auth process says how long to wait before answering: it slows down guessing */
-	struct timeval delay = {.tv_sec = reply->delay_ms / 1000,
-				.tv_usec = (reply->delay_ms % 1000) * 1000};
-	session->delay_timer = evtimer_new(session->worker->base, pop3_login_failed, session);
-	evtimer_add(session->delay_timer, &delay);
-}
-
-/* The connection facts the auth process weighs (penalties, cleartext policy). */
-static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_builder *b)
-{
-	uint32_t flags = 0;
-
-	if (pop3_session_is_loopback(session))
-		flags |= AUTH_FLAG_LOOPBACK;
-	if (session->tls)
-		flags |= AUTH_FLAG_TLS;
-	auth_msg_add_str(b, AUTH_FIELD_CLIENT_IP, session->ip);
-	auth_msg_add_u32(b, AUTH_FIELD_FLAGS, flags);
-}
-
-static enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
-				       const struct pop3_command_line *cmd)
-{
-	if (!pop3_session_cleartext_allowed(session))
-		return pop3_refuse_cleartext(session);
-	if (session->user == NULL) {
-		pop3_reply_err(session, "Send USER first");
-		return POP3_OUTCOME_BAD;
-	}
-	if (cmd->rest == NULL) {
-		pop3_reply_err(session, "PASS needs a password");
-		return POP3_OUTCOME_BAD;
-	}
-	struct auth_msg_builder *b = auth_client_begin(session->worker->auth, AUTH_MSG_VERIFY, 0);
-	auth_msg_add_str(b, AUTH_FIELD_USER, session->user);
-	auth_msg_add_str(b, AUTH_FIELD_PASSWORD, cmd->rest);
-	pop3_auth_add_client(session, b);
-	session->auth_request = auth_client_send(session->worker->auth, pop3_pass_answered, session);
-	return POP3_OUTCOME_WAIT;
-}
-
-static enum pop3_outcome pop3_cmd_not_yet(struct pop3_session *session,
-					  const struct pop3_command_line *cmd)
-{
-	pop3_reply_err(session, "%s is not supported", cmd->keyword);
-	return POP3_OUTCOME_BAD;
-}
+/* ---- AUTHORIZATION: USER, PASS, APOP, AUTH and UTF8 are in login.c ---- */
 
 /* True where STLS is offered: TLS is configured, allowed on plain listeners, not yet on. */
 static bool pop3_stls_offered(const struct pop3_session *session)
@@ -247,6 +111,9 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 		evbuffer_add(out, "USER\r\n", 6);
 	if (pop3_stls_offered(session))
 		evbuffer_add(out, "STLS\r\n", 6);
+	/* RFC 6856: UTF-8 user names and passwords are accepted with USER/PASS too */
+	evbuffer_add(out, "UTF8 USER\r\n", 11);
+	pop3_capa_sasl(session, out);
 	if (session->state == POP3_STATE_TRANSACTION)
 		evbuffer_add_printf(out, "IMPLEMENTATION %s\r\n", session->worker->implementation);
 	evbuffer_add(out, ".\r\n", 3);
@@ -369,7 +236,7 @@ static enum pop3_outcome pop3_send_message(struct pop3_session *session, size_t 
 			  log_quote(session->login_user), msg->uidl,
 			  log_quote(error != NULL ? error : ""));
 		free(error);
-		pop3_reply_err(session, "%s Message %zu cannot be read now", store_error_code(kind),
+		pop3_reply_err(session, "%s Message %zu cannot be read now", pop3_store_error_code(kind),
 			       index + 1);
 		return POP3_OUTCOME_OK;
 	}
@@ -446,8 +313,9 @@ static enum pop3_outcome pop3_cmd_rset(struct pop3_session *session,
 static const struct pop3_command pop3_commands[] = {
     {"USER", POP3_STATE_AUTHORIZATION, 1, 1, pop3_cmd_user},
     {"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
-    {"APOP", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
-    {"AUTH", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_not_yet},
+    {"APOP", POP3_STATE_AUTHORIZATION, 2, 2, pop3_cmd_apop},
+    {"AUTH", POP3_STATE_AUTHORIZATION, 0, 2, pop3_cmd_auth},
+    {"UTF8", POP3_STATE_AUTHORIZATION, 0, 0, pop3_cmd_utf8},
     {"STLS", POP3_STATE_AUTHORIZATION, 0, 0, pop3_cmd_stls},
     {"CAPA", ALL_STATES, 0, 0, pop3_cmd_capa},
     {"QUIT", ALL_STATES, 0, 0, pop3_cmd_quit},

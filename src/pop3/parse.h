@@ -9,6 +9,9 @@
 
 /* RFC 2449 §4: a command line is at most 255 octets including the CRLF. */
 #define POP3_MAX_LINE 255
+/* SASL responses (RFC 5034 §4) are not commands: long enough for any mechanism buzon offers
+ * (SCRAM's client-final with channel binding is a few hundred octets) with room to spare. */
+#define POP3_MAX_SASL_LINE 8192
 /* RFC 2449 §4: keywords are 3 or 4 characters (longer ones are allowed for extensions). */
 #define POP3_MAX_KEYWORD 8
 /* No POP3 command takes more than two arguments. */

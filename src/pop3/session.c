@@ -19,9 +19,11 @@
 #include "auth/auth_client.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "net/ban_table.h"
 #include "net/ip_limit.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "pop3/commands.h"
 #include "pop3/parse.h"
 #include "pop3/session.h"
 #include "pop3/worker.h"
@@ -203,6 +205,12 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
 		return NULL;
 	}
+	if (worker->bans != NULL && ban_table_is_banned(worker->bans, peer, ban_table_now())) {
+		log_info("connection_refused", "ip=%s reason=banned", ip);
+		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many failed logins from your address, try "
+				"again later\r\n");
+		return NULL;
+	}
 	if (!ip_limit_acquire(worker->ip_limit, peer, config->max_prelogin_per_ip)) {
 		log_warn("connection_refused", "ip=%s reason=max_prelogin_per_ip", ip);
 		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections from your address\r\n");
@@ -239,8 +247,20 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	worker->sessions = session;
 	worker->session_count++;
 
-	log_debug("connect", "session=%s ip=%s", session->id, session->ip);
-	pop3_reply_ok(session, "%s", config->greeting);
+	log_debug("connect", "session=%s ip=%s tls=%s", session->id, session->ip,
+		  implicit_tls ? "yes" : "no");
+	if (config->auth_apop) {
+		/* RFC 1939 §7: a timestamp unique to this greeting, in msg-id form */
+		unsigned char nonce[8];
+		char hex[sizeof(nonce) * 2 + 1];
+		randombytes_buf(nonce, sizeof(nonce));
+		sodium_bin2hex(hex, sizeof(hex), nonce, sizeof(nonce));
+		snprintf(session->apop_timestamp, sizeof(session->apop_timestamp), "<%d.%s@%s>",
+			 (int)getpid(), hex, worker->hostname);
+		pop3_reply_ok(session, "%s %s", config->greeting, session->apop_timestamp);
+	} else {
+		pop3_reply_ok(session, "%s", config->greeting);
+	}
 	return session;
 }
 
@@ -336,6 +356,8 @@ void pop3_session_close_later(struct pop3_session *session, const char *reason)
 static int pop3_session_read_line(struct pop3_session *session, char *buf)
 {
 	struct evbuffer *in = bufferevent_get_input(session->bev);
+	/* RFC 5034 §4: SASL responses may be longer than commands */
+	size_t limit = session->sasl_active ? POP3_MAX_SASL_LINE : POP3_MAX_LINE;
 
 	for (;;) {
 		size_t eol_len = 0;
@@ -343,7 +365,7 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 		if (eol.pos < 0) {
 			size_t pending = evbuffer_get_length(in);
 			/* 254 octets may still be a 253-octet command and its CR */
-			if (pending < POP3_MAX_LINE)
+			if (pending < limit)
 				return 0;
 			/* no line end within the limit: drop what we have, keep dropping to the LF
 			 */
@@ -370,7 +392,7 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 				content_len--;
 		}
 		/* RFC 2449 §4: at most 255 octets including the CRLF */
-		if (content_len + 2 > POP3_MAX_LINE) {
+		if (content_len + 2 > limit) {
 			evbuffer_drain(in, line_len + eol_len);
 			return -1;
 		}
@@ -413,9 +435,9 @@ static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome o
 /* Runs complete command lines in order while nothing holds the session back. May free it. */
 static void pop3_session_run_input(struct pop3_session *session)
 {
-	char line[POP3_MAX_LINE + 1];
+	char line[POP3_MAX_SASL_LINE + 1];
 
-	while (!session->closing && session->auth_request == 0 && session->delay_timer == NULL &&
+	while (!session->closing && !session->auth_waiting && session->delay_timer == NULL &&
 	       session->stream == POP3_STREAM_NONE) {
 		if (session->peer_gone)
 			evbuffer_drain(bufferevent_get_output(session->bev),
@@ -435,13 +457,14 @@ static void pop3_session_run_input(struct pop3_session *session)
 			outcome = POP3_OUTCOME_BAD;
 		} else {
 			session->commands++;
-			outcome = pop3_command_run(session, line);
+			outcome = session->sasl_active ? pop3_sasl_response(session, line)
+						       : pop3_command_run(session, line);
 			sodium_memzero(line, sizeof(line)); /* it may have been a PASS */
 		}
 		if (!pop3_session_apply(session, outcome))
 			return;
 	}
-	if (session->peer_gone && !session->closing && session->auth_request == 0 &&
+	if (session->peer_gone && !session->closing && !session->auth_waiting &&
 	    session->delay_timer == NULL)
 		pop3_session_destroy(session, "disconnected");
 }

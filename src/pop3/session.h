@@ -58,7 +58,12 @@ struct pop3_session {
 
 	char *user; /* from USER, until PASS */
 	char *login_user;
-	uint32_t auth_request;
+	uint32_t auth_request;        /* the open request to the auth process, 0 when none */
+	bool auth_waiting;            /* its answer is awaited: no input is processed meanwhile */
+	bool sasl_active;             /* a challenge was sent: the next line is a SASL response */
+	const char *login_mechanism;  /* USER, APOP or the SASL mechanism, for logs */
+	char apop_timestamp[96];      /* the greeting's <timestamp> when APOP is on, else "" */
+	bool utf8;                    /* the client sent UTF8 (RFC 6856) */
 	struct event *delay_timer; /* failed-login delay */
 	struct event *close_timer; /* waits for a TLS filter's lower layer to drain */
 

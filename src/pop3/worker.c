@@ -94,7 +94,8 @@ static void pop3_worker_listen(struct pop3_worker *worker, const struct pop3_wor
 int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker_setup *setup)
 {
 	struct pop3_worker worker = {
-	    .index = setup->index, .config = config, .ip_limit = setup->ip_limit};
+	    .index = setup->index, .config = config, .ip_limit = setup->ip_limit,
+	    .bans = setup->bans};
 	struct event_config *event_config = event_config_new();
 
 	/* one thread per loop: no locks needed inside libevent */
@@ -106,6 +107,8 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	worker.implementation = xasprintf("buzon %s", BUZON_VERSION);
+	if (gethostname(worker.hostname, sizeof(worker.hostname) - 1) < 0)
+		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
 	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);

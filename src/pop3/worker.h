@@ -14,6 +14,7 @@ struct event_base;
 struct auth_client;
 struct tls_material;
 struct ip_limit;
+struct ban_table;
 struct pop3_session;
 
 struct pop3_worker {
@@ -22,6 +23,7 @@ struct pop3_worker {
 	struct event_base *base;
 	struct auth_client *auth;
 	struct ip_limit *ip_limit;
+	struct ban_table *bans; /* client IPs the auth process banned */
 	struct evconnlistener **listeners;
 	size_t listener_count;
 	struct pop3_session *sessions; /* every live session, for shutdown */
@@ -29,6 +31,7 @@ struct pop3_worker {
 	uint64_t next_session_number;
 	char *implementation;	     /* CAPA IMPLEMENTATION text */
 	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
+	char hostname[64];           /* for APOP timestamps */
 	SSL_CTX *tls_ctx;            /* NULL when TLS is not configured */
 };
 
@@ -40,6 +43,7 @@ struct pop3_worker_setup {
 	size_t listen_count;
 	int auth_fd;
 	struct ip_limit *ip_limit;
+	struct ban_table *bans;
 	const struct tls_material *tls; /* NULL when TLS is not configured */
 };
 

@@ -97,6 +97,7 @@ static int setup_with_peer(void **state, uint32_t peer_ip)
 	h->config.expire = "NEVER";
 	h->config.greeting = "ready";
 	h->config.auth_cleartext = CONFIG_CLEARTEXT_LOOPBACK;
+	h->config.auth_mechanisms = "PLAIN LOGIN SCRAM-SHA-256";
 	h->worker.config = &h->config;
 	h->worker.base = event_base_new();
 	h->worker.ip_limit = ip_limit_create();

@@ -1,0 +1,399 @@
+/* Logging in: USER/PASS (RFC 1939), APOP (RFC 1939 §7), AUTH (SASL, RFC 5034) and UTF8 (RFC 6856).
+ * Every credential goes to the auth process; this file only relays, applies the cleartext policy,
+ * and turns the auth process's verdict into a reply (after the delay it asks for on failure). */
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_client.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "net/tls.h"
+#include "pop3/commands.h"
+#include "pop3/worker.h"
+#include "sasl/sasl.h"
+
+/* ---- shared by every way of logging in ---- */
+
+/* USER/PASS (and PLAIN/LOGIN) where passwords would cross the network unencrypted. */
+static enum pop3_outcome pop3_refuse_cleartext(struct pop3_session *session)
+{
+	pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS%s",
+		       session->worker->tls_ctx != NULL ? "; use STLS or port 995" : "");
+	return POP3_OUTCOME_BAD;
+}
+
+static void pop3_login_failed(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_session *session = arg;
+
+	event_free(session->delay_timer);
+	session->delay_timer = NULL;
+	pop3_reply_err(session, "[AUTH] Authentication failed");
+	pop3_session_resume(session, POP3_OUTCOME_BAD);
+}
+
+static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, const char *user,
+						 const char *location)
+{
+	const char *path;
+	const struct store_backend *backend = store_backend_find(location, &path);
+	enum store_error kind = STORE_ERROR_TEMP;
+	char *error = NULL;
+
+	if (backend == NULL || backend->open(path, &session->box, &kind, &error) < 0) {
+		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
+			 log_quote(user), pop3_store_error_code(kind),
+			 log_quote(error != NULL ? error : "unknown backend"));
+		free(error);
+		if (kind == STORE_ERROR_IN_USE)
+			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
+		else
+			pop3_reply_err(session, "%s Cannot open the mailbox",
+				       pop3_store_error_code(kind));
+		return POP3_OUTCOME_OK;
+	}
+	session->state = POP3_STATE_TRANSACTION;
+	session->login_user = xstrdup(user);
+	session->deleted = xcalloc(session->box->count, sizeof(bool));
+	session->retrieved = xcalloc(session->box->count, sizeof(bool));
+	log_info("login",
+		 "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
+		 session->id, log_quote(user), session->ip, session->login_mechanism,
+		 session->tls ? "yes" : "no", session->box->count,
+		 (unsigned long long)session->box->total_size);
+	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
+		      (unsigned long long)session->box->total_size);
+	return POP3_OUTCOME_OK;
+}
+
+/* Acts on the auth process's final answer to any way of logging in. */
+static void pop3_login_result(struct pop3_session *session, const struct auth_reply *reply)
+{
+	session->auth_request = 0;
+	session->sasl_active = false;
+	switch (reply->result) {
+	case AUTH_RESULT_OK:
+		pop3_session_resume(session,
+				    pop3_login_open_mailbox(session, reply->user, reply->location));
+		return;
+	case AUTH_RESULT_BANNED:
+		log_info("login_refused", "session=%s ip=%s reason=banned", session->id,
+			 session->ip);
+		pop3_reply_err(session,
+			       "[SYS/TEMP] Too many failed logins from your address, try later");
+		session->close_reason = "banned";
+		pop3_session_resume(session, POP3_OUTCOME_CLOSE);
+		return;
+	case AUTH_RESULT_FAIL:
+		break;
+	default:
+		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_session_resume(session, POP3_OUTCOME_OK);
+		return;
+	}
+	log_info("login_failed", "session=%s user=%s ip=%s mechanism=%s", session->id,
+		 log_quote(session->user != NULL ? session->user : ""), session->ip,
+		 session->login_mechanism);
+	/* RFC 1939 §7: after a failed PASS the client starts again with USER */
+	x_free(&session->user);
+	/* the auth process says how long to wait before answering: it slows down guessing */
+	struct timeval delay = {.tv_sec = reply->delay_ms / 1000,
+				.tv_usec = (reply->delay_ms % 1000) * 1000};
+	session->delay_timer = evtimer_new(session->worker->base, pop3_login_failed, session);
+	evtimer_add(session->delay_timer, &delay);
+}
+
+/* The connection facts the auth process weighs (penalties, cleartext policy). */
+static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_builder *b)
+{
+	uint32_t flags = 0;
+
+	if (pop3_session_is_loopback(session))
+		flags |= AUTH_FLAG_LOOPBACK;
+	if (session->tls)
+		flags |= AUTH_FLAG_TLS;
+	auth_msg_add_str(b, AUTH_FIELD_CLIENT_IP, session->ip);
+	auth_msg_add_u32(b, AUTH_FIELD_FLAGS, flags);
+}
+
+/* Sends the message begun on the auth client and waits for its answer. */
+static enum pop3_outcome pop3_auth_send(struct pop3_session *session,
+					auth_reply_callback *callback)
+{
+	session->auth_request = auth_client_send(session->worker->auth, callback, session);
+	session->auth_waiting = true;
+	return POP3_OUTCOME_WAIT;
+}
+
+/* ---- USER / PASS ---- */
+
+enum pop3_outcome pop3_cmd_user(struct pop3_session *session, const struct pop3_command_line *cmd)
+{
+	if (!pop3_session_cleartext_allowed(session))
+		return pop3_refuse_cleartext(session);
+	free(session->user);
+	session->user = xstrdup(cmd->args[0]);
+	/* the same answer for every name: nothing is revealed before PASS */
+	pop3_reply_ok(session, "Send your password");
+	return POP3_OUTCOME_OK;
+}
+
+static void pop3_pass_answered(void *context, const struct auth_reply *reply)
+{
+	struct pop3_session *session = context;
+
+	session->auth_waiting = false;
+	if (reply->type != AUTH_MSG_RESULT) {
+		/* USER/PASS has no challenges: an auth process that sends one is broken */
+		auth_client_cancel(session->worker->auth, session->auth_request);
+		session->auth_request = 0;
+		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_session_resume(session, POP3_OUTCOME_OK);
+		return;
+	}
+	pop3_login_result(session, reply);
+}
+
+enum pop3_outcome pop3_cmd_pass(struct pop3_session *session, const struct pop3_command_line *cmd)
+{
+	if (!pop3_session_cleartext_allowed(session))
+		return pop3_refuse_cleartext(session);
+	if (session->user == NULL) {
+		pop3_reply_err(session, "Send USER first");
+		return POP3_OUTCOME_BAD;
+	}
+	if (cmd->rest == NULL) {
+		pop3_reply_err(session, "PASS needs a password");
+		return POP3_OUTCOME_BAD;
+	}
+	struct auth_msg_builder *b = auth_client_begin(session->worker->auth, AUTH_MSG_VERIFY, 0);
+	auth_msg_add_str(b, AUTH_FIELD_USER, session->user);
+	auth_msg_add_str(b, AUTH_FIELD_PASSWORD, cmd->rest);
+	pop3_auth_add_client(session, b);
+	session->login_mechanism = "USER";
+	return pop3_auth_send(session, pop3_pass_answered);
+}
+
+/* ---- APOP ---- */
+
+static bool pop3_is_hex_digest(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len != 32)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+enum pop3_outcome pop3_cmd_apop(struct pop3_session *session, const struct pop3_command_line *cmd)
+{
+	if (!session->worker->config->auth_apop || session->apop_timestamp[0] == '\0') {
+		pop3_reply_err(session, "APOP is not enabled");
+		return POP3_OUTCOME_BAD;
+	}
+	if (!pop3_is_hex_digest(cmd->args[1])) {
+		pop3_reply_err(session, "The APOP digest must be 32 hexadecimal digits");
+		return POP3_OUTCOME_BAD;
+	}
+	free(session->user);
+	session->user = xstrdup(cmd->args[0]);
+	struct auth_msg_builder *b = auth_client_begin(session->worker->auth, AUTH_MSG_APOP, 0);
+	auth_msg_add_str(b, AUTH_FIELD_USER, cmd->args[0]);
+	auth_msg_add_str(b, AUTH_FIELD_TIMESTAMP, session->apop_timestamp);
+	auth_msg_add_str(b, AUTH_FIELD_DIGEST, cmd->args[1]);
+	pop3_auth_add_client(session, b);
+	session->login_mechanism = "APOP";
+	return pop3_auth_send(session, pop3_pass_answered);
+}
+
+/* ---- AUTH (SASL) ---- */
+
+/* Whether mech is offered on this connection: plaintext mechanisms where cleartext is allowed,
+ * channel binding over TLS, EXTERNAL over TLS with client certificates configured. */
+static bool pop3_mech_offered(const struct pop3_session *session, const struct sasl_mech *mech)
+{
+	if (sasl_mech_is_plaintext(mech))
+		return pop3_session_cleartext_allowed(session);
+	if (sasl_mech_needs_channel_binding(mech))
+		return session->tls;
+	if (strcmp(sasl_mech_name(mech), "EXTERNAL") == 0)
+		return session->tls && session->worker->config->tls_client_ca != NULL;
+	return true;
+}
+
+/* Calls fn for each enabled mechanism offered on this connection. */
+static void pop3_mechs_each(const struct pop3_session *session,
+			    void (*fn)(void *context, const char *name), void *context)
+{
+	char *copy = xstrdup(session->worker->config->auth_mechanisms), *saveptr = NULL;
+
+	for (char *name = strtok_r(copy, " ", &saveptr); name != NULL;
+	     name = strtok_r(NULL, " ", &saveptr)) {
+		const struct sasl_mech *mech = sasl_mech_find(name);
+		if (mech != NULL && pop3_mech_offered(session, mech))
+			fn(context, name);
+	}
+	free(copy);
+}
+
+static void pop3_capa_sasl_add(void *context, const char *name)
+{
+	struct evbuffer *line = context;
+
+	evbuffer_add_printf(line, " %s", name);
+}
+
+void pop3_capa_sasl(struct pop3_session *session, struct evbuffer *out)
+{
+	struct evbuffer *line = evbuffer_new();
+
+	pop3_mechs_each(session, pop3_capa_sasl_add, line);
+	if (evbuffer_get_length(line) > 0) {
+		evbuffer_add(out, "SASL", 4);
+		evbuffer_add_buffer(out, line);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	evbuffer_free(line);
+}
+
+static void pop3_auth_list_add(void *context, const char *name)
+{
+	evbuffer_add_printf(context, "%s\r\n", name);
+}
+
+/* Sends "+ base64" (RFC 5034 §4; an empty challenge is "+ "). */
+static void pop3_sasl_send_challenge(struct pop3_session *session, const unsigned char *data,
+				     size_t len)
+{
+	char *encoded = sasl_base64_encode(data, len);
+
+	evbuffer_add_printf(bufferevent_get_output(session->bev), "+ %s\r\n", encoded);
+	free(encoded);
+}
+
+static void pop3_auth_answered(void *context, const struct auth_reply *reply)
+{
+	struct pop3_session *session = context;
+
+	session->auth_waiting = false;
+	if (reply->type == AUTH_MSG_CHALLENGE) {
+		session->sasl_active = true;
+		pop3_sasl_send_challenge(session, reply->challenge, reply->challenge_len);
+		pop3_session_resume(session, POP3_OUTCOME_OK);
+		return;
+	}
+	pop3_login_result(session, reply);
+}
+
+/* Decodes a client response; "=" is an empty one. Returns the length or -1 if malformed. */
+static long pop3_sasl_decode(const char *text, unsigned char *out)
+{
+	if (strcmp(text, "=") == 0)
+		return 0;
+	return sasl_base64_decode(text, strlen(text), out);
+}
+
+/* TLS facts for SCRAM-*-PLUS and EXTERNAL. */
+static void pop3_auth_add_tls(struct pop3_session *session, struct auth_msg_builder *b)
+{
+	SSL *ssl = session->tls ? bufferevent_openssl_get_ssl(session->bev) : NULL;
+	unsigned char cb[EVP_MAX_MD_SIZE > 32 ? EVP_MAX_MD_SIZE : 32];
+	size_t len;
+
+	if (ssl == NULL)
+		return;
+	if ((len = tls_channel_binding_exporter(ssl, cb, sizeof(cb))) > 0)
+		auth_msg_add_bytes(b, AUTH_FIELD_CB_EXPORTER, cb, len);
+	if ((len = tls_channel_binding_endpoint(ssl, cb, sizeof(cb))) > 0)
+		auth_msg_add_bytes(b, AUTH_FIELD_CB_ENDPOINT, cb, len);
+	char *identity = tls_client_identity(ssl);
+	if (identity != NULL)
+		auth_msg_add_str(b, AUTH_FIELD_CERT_USER, identity);
+	free(identity);
+}
+
+enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_command_line *cmd)
+{
+	if (cmd->arg_count == 0) {
+		/* a bare AUTH lists the mechanisms (old Outlook asks this way) */
+		struct evbuffer *out = bufferevent_get_output(session->bev);
+		evbuffer_add(out, "+OK\r\n", 5);
+		pop3_mechs_each(session, pop3_auth_list_add, out);
+		evbuffer_add(out, ".\r\n", 3);
+		return POP3_OUTCOME_OK;
+	}
+	const struct sasl_mech *mech = sasl_mech_find(cmd->args[0]);
+	if (mech == NULL || strstr(session->worker->config->auth_mechanisms,
+				   sasl_mech_name(mech)) == NULL ||
+	    !pop3_mech_offered(session, mech)) {
+		if (mech != NULL && sasl_mech_is_plaintext(mech) &&
+		    !pop3_session_cleartext_allowed(session))
+			return pop3_refuse_cleartext(session);
+		pop3_reply_err(session, "Unsupported authentication mechanism");
+		return POP3_OUTCOME_BAD;
+	}
+	unsigned char initial[POP3_MAX_LINE];
+	long initial_len = -1;
+	if (cmd->arg_count == 2 && (initial_len = pop3_sasl_decode(cmd->args[1], initial)) < 0) {
+		pop3_reply_err(session, "Malformed base64 in the initial response");
+		return POP3_OUTCOME_BAD;
+	}
+	struct auth_msg_builder *b =
+	    auth_client_begin(session->worker->auth, AUTH_MSG_SASL_START, 0);
+	auth_msg_add_str(b, AUTH_FIELD_MECH, sasl_mech_name(mech));
+	pop3_auth_add_client(session, b);
+	pop3_auth_add_tls(session, b);
+	if (initial_len >= 0)
+		auth_msg_add_bytes(b, AUTH_FIELD_RESPONSE, initial, (size_t)initial_len);
+	sodium_memzero(initial, sizeof(initial));
+	session->login_mechanism = sasl_mech_name(mech);
+	return pop3_auth_send(session, pop3_auth_answered);
+}
+
+enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *line)
+{
+	size_t len = strlen(line);
+	unsigned char *decoded = xmalloc(len / 4 * 3 + 3);
+	long decoded_len = strcmp(line, "*") == 0 ? -2 : pop3_sasl_decode(line, decoded);
+
+	if (decoded_len < 0) {
+		/* RFC 5034 §4: "*" cancels; anything that is not base64 is refused */
+		auth_client_cancel(session->worker->auth, session->auth_request);
+		session->auth_request = 0;
+		session->sasl_active = false;
+		free(decoded);
+		if (decoded_len == -2) {
+			pop3_reply_err(session, "Authentication cancelled");
+			return POP3_OUTCOME_OK;
+		}
+		pop3_reply_err(session, "Malformed base64 response, authentication cancelled");
+		return POP3_OUTCOME_BAD;
+	}
+	session->sasl_active = false;
+	struct auth_msg_builder *b = auth_client_begin(
+	    session->worker->auth, AUTH_MSG_SASL_CONTINUE, session->auth_request);
+	auth_msg_add_bytes(b, AUTH_FIELD_RESPONSE, decoded, (size_t)decoded_len);
+	sodium_memzero(decoded, (size_t)decoded_len);
+	free(decoded);
+	return pop3_auth_send(session, pop3_auth_answered);
+}
+
+/* ---- UTF8 ---- */
+
+enum pop3_outcome pop3_cmd_utf8(struct pop3_session *session, const struct pop3_command_line *cmd)
+{
+	/* RFC 6856 §2: UTF-8 mode; buzon accepts UTF-8 names and passwords either way */
+	session->utf8 = true;
+	pop3_reply_ok(session, "UTF8 enabled");
+	return POP3_OUTCOME_OK;
+}
