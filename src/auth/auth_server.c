@@ -201,7 +201,11 @@ static unsigned int auth_penalise(struct auth_server *server, const char *client
 
 	if (banned_now) {
 		const struct buzon_config *config = server->config;
-		ban_table_ban_text(server->bans, client_ip, ban_table_now() + config->auth_ban_secs);
+		uint64_t until_ms = 0;
+		/* both clocks are CLOCK_MONOTONIC; round up so that the workers never let a client in
+		 * while this process would still refuse its login */
+		penalty_is_banned(server->penalties, client_ip, auth_now_ms(), &until_ms);
+		ban_table_ban_text(server->bans, client_ip, (until_ms + 999) / 1000);
 		log_warn("ban", "ip=%s failures=%u window=%us duration=%us", log_quote(client_ip),
 			 config->auth_ban_failures, config->auth_ban_window_secs,
 			 config->auth_ban_secs);

@@ -22,7 +22,8 @@ enum pop3_parse_result pop3_parse_line(const char *line, struct pop3_command_lin
 	if (*p == '\0')
 		return POP3_PARSE_EMPTY;
 	while (p[len] != '\0' && p[len] != ' ') {
-		if (!isalpha((unsigned char)p[len]) || len >= POP3_MAX_KEYWORD)
+		/* letters, and digits for extensions such as RFC 6856's UTF8 */
+		if (!isalnum((unsigned char)p[len]) || len >= POP3_MAX_KEYWORD)
 			return POP3_PARSE_BAD_KEYWORD;
 		out->keyword[len] = (char)toupper((unsigned char)p[len]);
 		len++;

@@ -59,7 +59,8 @@ static void test_bad_lines(void **state)
 
 	assert_int_equal(pop3_parse_line("", &cmd), POP3_PARSE_EMPTY);
 	assert_int_equal(pop3_parse_line("    ", &cmd), POP3_PARSE_EMPTY);
-	assert_int_equal(pop3_parse_line("RE1R 1", &cmd), POP3_PARSE_BAD_KEYWORD);
+	assert_int_equal(pop3_parse_line("RE-R 1", &cmd), POP3_PARSE_BAD_KEYWORD);
+	assert_int_equal(pop3_parse_line("UTF8", &cmd), POP3_PARSE_OK);
 	assert_int_equal(pop3_parse_line("VERYLONGKEYWORD", &cmd), POP3_PARSE_BAD_KEYWORD);
 	assert_int_equal(pop3_parse_line("USER a\x01"
 					 "b",
