@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ struct master {
 	struct tls_material tls;  /* certificate and key, read before dropping privileges */
 	bool tls_loaded;
 	pid_t *worker_pids;
+	int *worker_ctl_fds; /* master's end of each worker's control channel (TLS reloads) */
 	time_t *worker_started;
 	pid_t auth_pid;
 	int auth_control_fd;
@@ -121,6 +123,7 @@ static void master_free(struct master *master)
 	free(master->listen_fds);
 	tls_material_clear(&master->tls);
 	free(master->worker_pids);
+	free(master->worker_ctl_fds);
 	free(master->worker_started);
 	free(master->mail_identity.name);
 	free(master->auth_identity.name);
@@ -142,6 +145,15 @@ static void child_reset_signals(struct master *master)
 	sigaddset(&stop_signals, SIGTERM);
 	sigaddset(&stop_signals, SIGINT);
 	sigprocmask(SIG_SETMASK, &stop_signals, NULL);
+}
+
+/* A child closes the master's ends of every worker's control channel. */
+static void master_close_ctl_fds(struct master *master)
+{
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master->worker_ctl_fds[w] >= 0)
+			close(master->worker_ctl_fds[w]);
+	}
 }
 
 static void master_close_listeners(struct master *master, int keep_row)
@@ -172,6 +184,7 @@ static int master_spawn_auth(struct master *master)
 		child_reset_signals(master);
 		close(pair[0]);
 		master_close_listeners(master, -1);
+		master_close_ctl_fds(master);
 		log_set_role("auth");
 		identity_drop(&master->auth_identity);
 		/* same-user workers must not be able to ptrace this process to read hashes */
@@ -192,11 +205,16 @@ static int master_spawn_auth(struct master *master)
 
 static int master_spawn_worker(struct master *master, unsigned int index)
 {
-	int pair[2];
+	int pair[2], ctl[2];
 	size_t per = master->listen_per_worker;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
 		return -1;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) {
+		close(pair[0]);
+		close(pair[1]);
+		return -1;
+	}
 	if (auth_server_send_fd(master->auth_control_fd, pair[0]) < 0) {
 		log_error("auth_handoff_failed", "worker=%u error=%s", index,
 			  log_quote(strerror(errno)));
@@ -205,12 +223,16 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 	pid_t pid = fork();
 	if (pid < 0) {
 		close(pair[1]);
+		close(ctl[0]);
+		close(ctl[1]);
 		return -1;
 	}
 	if (pid == 0) {
 		char role[32];
 		child_reset_signals(master);
 		close(master->auth_control_fd);
+		close(ctl[0]);
+		master_close_ctl_fds(master);
 		master_close_listeners(master, (int)index);
 		snprintf(role, sizeof(role), "pop3/%u", index);
 		log_set_role(role);
@@ -220,6 +242,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .listen_fds = &master->listen_fds[index * per],
 		    .listen_count = per,
 		    .auth_fd = pair[1],
+		    .ctl_fd = ctl[1],
 		    .ip_limit = master->ip_limit,
 		    .bans = master->bans,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
@@ -229,6 +252,10 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		exit(status);
 	}
 	close(pair[1]);
+	close(ctl[1]);
+	if (master->worker_ctl_fds[index] >= 0)
+		close(master->worker_ctl_fds[index]);
+	master->worker_ctl_fds[index] = ctl[0];
 	master->worker_pids[index] = pid;
 	master->worker_started[index] = time(NULL);
 	log_info("worker_spawned", "worker=%u pid=%d", index, (int)pid);
@@ -402,6 +429,45 @@ static void master_begin_stop(struct master *master, int sig)
 		kill(master->auth_pid, SIGTERM);
 }
 
+/* SIGHUP: re-reads the certificate and key and hands them to the workers, which use them for new
+ * connections; sessions already open keep theirs. A bad new certificate keeps the old one. */
+static void master_reload_tls(struct master *master)
+{
+	struct tls_material fresh;
+	char *error = NULL;
+
+	if (!master->tls_loaded) {
+		log_info("reload", "tls=%s", "not-configured");
+		return;
+	}
+	if (tls_material_load(master->config, &fresh, &error) < 0) {
+		log_error("tls_reload_failed", "error=%s keeping=old", log_quote(error));
+		free(error);
+		return;
+	}
+	SSL_CTX *check = tls_context_new(master->config, &fresh, &error);
+	if (check == NULL) {
+		log_error("tls_reload_failed", "error=%s keeping=old", log_quote(error));
+		free(error);
+		tls_material_clear(&fresh);
+		return;
+	}
+	SSL_CTX_free(check);
+	tls_material_clear(&master->tls);
+	master->tls = fresh;
+	size_t len;
+	unsigned char *packed = tls_material_pack(&master->tls, &len);
+	for (unsigned int w = 0; w < master->worker_count; w++) {
+		if (master->worker_pids[w] > 0 &&
+		    write_full(master->worker_ctl_fds[w], packed, len) < 0)
+			log_error("tls_reload_send_failed", "worker=%u error=%s", w,
+				  log_quote(strerror(errno)));
+	}
+	sodium_memzero(packed, len);
+	free(packed);
+	log_info("tls_reloaded", "workers=%u", master->worker_count);
+}
+
 static int master_loop(struct master *master)
 {
 	struct timespec stop_started = {0};
@@ -438,8 +504,7 @@ static int master_loop(struct master *master)
 			master_reap(master);
 			break;
 		case SIGHUP:
-			log_warn("reload_unsupported", "hint=%s",
-				 log_quote("restart buzon to apply a new config"));
+			master_reload_tls(master);
 			break;
 		}
 	}
@@ -493,8 +558,11 @@ static int master_start(struct master *master)
 			 i >= master->config->listen_count ? "implicit" : "no", master->worker_count);
 	/* The master keeps its copies of the listening sockets: a restarted worker inherits the
 	 * same sockets, and connections that arrive meanwhile wait in their backlog. */
+	/* a worker that exits while the master writes to it must not kill the master */
+	signal(SIGPIPE, SIG_IGN);
 	int status = master_loop(master);
 	master_close_listeners(master, -1);
+	master_close_ctl_fds(master);
 	close(master->signal_fd);
 	close(master->auth_control_fd);
 	return status;
@@ -548,6 +616,9 @@ int cli_serve_main(int argc, char **argv)
 							  : (unsigned int)(cores > 0 ? cores : 1);
 	master.worker_pids = xcalloc(master.worker_count, sizeof(pid_t));
 	master.worker_started = xcalloc(master.worker_count, sizeof(time_t));
+	master.worker_ctl_fds = xcalloc(master.worker_count, sizeof(int));
+	for (unsigned int w = 0; w < master.worker_count; w++)
+		master.worker_ctl_fds[w] = -1;
 	master_raise_file_limit();
 	log_info("starting", "version=%s config=%s workers=%u", BUZON_VERSION,
 		 log_quote(config_path), master.worker_count);

@@ -73,6 +73,76 @@ void tls_material_clear(struct tls_material *material)
 	memset(material, 0, sizeof(*material));
 }
 
+static void tls_put_u32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t tls_get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
+}
+
+unsigned char *tls_material_pack(const struct tls_material *material, size_t *len_r)
+{
+	size_t total = TLS_PACK_HEADER_LEN + material->cert_len + material->key_len +
+		       material->client_ca_len;
+	unsigned char *buf = xmalloc(total), *p = buf + TLS_PACK_HEADER_LEN;
+
+	tls_put_u32(buf, (uint32_t)material->cert_len);
+	tls_put_u32(buf + 4, (uint32_t)material->key_len);
+	tls_put_u32(buf + 8, (uint32_t)material->client_ca_len);
+	memcpy(p, material->cert_pem, material->cert_len);
+	p += material->cert_len;
+	memcpy(p, material->key_pem, material->key_len);
+	p += material->key_len;
+	if (material->client_ca_len > 0)
+		memcpy(p, material->client_ca_pem, material->client_ca_len);
+	*len_r = total;
+	return buf;
+}
+
+size_t tls_material_packed_len(const unsigned char *header, size_t header_len)
+{
+	if (header_len < TLS_PACK_HEADER_LEN)
+		return 0;
+	uint64_t cert = tls_get_u32(header), key = tls_get_u32(header + 4),
+		 ca = tls_get_u32(header + 8);
+	if (cert == 0 || cert > TLS_PEM_MAX || key == 0 || key > TLS_PEM_MAX || ca > TLS_PEM_MAX)
+		return 0;
+	return (size_t)(TLS_PACK_HEADER_LEN + cert + key + ca);
+}
+
+static char *tls_copy_blob(const unsigned char *p, size_t len)
+{
+	char *copy = xmalloc(len + 1);
+
+	memcpy(copy, p, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_material *material)
+{
+	size_t total = tls_material_packed_len(buf, len);
+
+	memset(material, 0, sizeof(*material));
+	if (total == 0 || total != len)
+		return -1;
+	const unsigned char *p = buf + TLS_PACK_HEADER_LEN;
+	material->cert_len = tls_get_u32(buf);
+	material->key_len = tls_get_u32(buf + 4);
+	material->client_ca_len = tls_get_u32(buf + 8);
+	material->cert_pem = tls_copy_blob(p, material->cert_len);
+	material->key_pem = tls_copy_blob(p + material->cert_len, material->key_len);
+	if (material->client_ca_len > 0)
+		material->client_ca_pem = tls_copy_blob(p + material->cert_len + material->key_len,
+							material->client_ca_len);
+	return 0;
+}
+
 static char *tls_error_text(const char *what)
 {
 	unsigned long code = ERR_get_error();

@@ -1,5 +1,7 @@
 /* A POP3 worker process (see worker.h): its event loop, listeners, and orderly shutdown. */
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <signal.h>
@@ -76,6 +78,49 @@ static void pop3_worker_tls_start(struct pop3_worker *worker, const struct tls_m
 		fatal("TLS: %s", error); /* the master checked the same material before */
 }
 
+/* New TLS material from the master (SIGHUP): new connections use it, open ones keep theirs. */
+static void pop3_worker_ctl_read(struct bufferevent *bev, void *arg)
+{
+	struct pop3_worker *worker = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (evbuffer_get_length(in) >= TLS_PACK_HEADER_LEN) {
+		unsigned char *header = evbuffer_pullup(in, TLS_PACK_HEADER_LEN);
+		size_t need = tls_material_packed_len(header, TLS_PACK_HEADER_LEN);
+		if (need == 0) {
+			log_error("ctl_message_malformed", "%s", "");
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return;
+		}
+		if (evbuffer_get_length(in) < need)
+			return;
+		struct tls_material material;
+		char *error = NULL;
+		int ret = tls_material_unpack(evbuffer_pullup(in, (ssize_t)need), need, &material);
+		evbuffer_drain(in, need);
+		SSL_CTX *ctx = ret == 0 ? tls_context_new(worker->config, &material, &error) : NULL;
+		tls_material_clear(&material);
+		if (ctx == NULL) {
+			log_error("tls_reload_failed", "error=%s keeping=old",
+				  log_quote(error != NULL ? error : "malformed"));
+			free(error);
+			continue;
+		}
+		SSL_CTX_free(worker->tls_ctx); /* open sessions hold their own references */
+		worker->tls_ctx = ctx;
+		log_info("tls_reloaded", "%s", "");
+	}
+}
+
+static void pop3_worker_ctl_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct pop3_worker *worker = arg;
+
+	/* the master is gone: nothing more will come */
+	bufferevent_free(worker->ctl);
+	worker->ctl = NULL;
+}
+
 static void pop3_worker_listen(struct pop3_worker *worker, const struct pop3_worker_setup *setup)
 {
 	worker->listeners = xcalloc(setup->listen_count, sizeof(*worker->listeners));
@@ -111,6 +156,9 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
+	worker.ctl = bufferevent_socket_new(worker.base, setup->ctl_fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(worker.ctl, pop3_worker_ctl_read, NULL, pop3_worker_ctl_event, &worker);
+	bufferevent_enable(worker.ctl, EV_READ);
 	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);
 
 	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
@@ -137,6 +185,8 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	free(worker.listeners);
 	auth_client_destroy(&worker.auth);
 	event_free(worker.accept_resume);
+	if (worker.ctl != NULL)
+		bufferevent_free(worker.ctl);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(worker.base);

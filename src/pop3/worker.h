@@ -33,6 +33,7 @@ struct pop3_worker {
 	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
 	char hostname[64];           /* for APOP timestamps */
 	SSL_CTX *tls_ctx;            /* NULL when TLS is not configured */
+	struct bufferevent *ctl;     /* the master's control channel */
 };
 
 /* What the master hands a worker it starts. */
@@ -42,6 +43,7 @@ struct pop3_worker_setup {
 	const int *listen_fds;
 	size_t listen_count;
 	int auth_fd;
+	int ctl_fd; /* from the master: new TLS material on reload */
 	struct ip_limit *ip_limit;
 	struct ban_table *bans;
 	const struct tls_material *tls; /* NULL when TLS is not configured */
