@@ -3,7 +3,7 @@
 # `make run` sets up a demo under ./run/ and serves it on 127.0.0.1:1110.
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih
+PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih libidn
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lpthread
 

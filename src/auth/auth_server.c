@@ -22,6 +22,7 @@
 
 #include "auth/auth_hasher.h"
 #include "auth/penalty.h"
+#include "auth/saslprep.h"
 #include "auth/scheme_policy.h"
 #include "auth/auth_proto.h"
 #include "auth/auth_server.h"
@@ -283,7 +284,15 @@ static int auth_db_refresh(struct auth_server *server)
 /* Looks user up; NULL if unknown (or the name is not a valid one). */
 static const struct passwd_entry *auth_lookup(struct auth_server *server, const char *user)
 {
-	return passwd_user_name_valid(user) ? passwd_db_lookup(&server->db, user) : NULL;
+	char *prepared = NULL;
+	const struct passwd_entry *entry = NULL;
+
+	/* RFC 6856 §2.2: names are compared after SASLprep, as `buzon user add` stores them */
+	if (user != NULL && saslprep(user, false, &prepared) == 0 &&
+	    passwd_user_name_valid(prepared))
+		entry = passwd_db_lookup(&server->db, prepared);
+	free(prepared);
+	return entry;
 }
 
 /* The secret an unknown user's password is checked against, so that the answer takes as long as
@@ -316,6 +325,14 @@ static void auth_check_password(struct auth_server *server, struct auth_conn *co
 	req->client_ip = xstrdup(client_ip);
 	req->check.password = password;
 	penalty_fingerprint(server->fingerprint_key, user, password, req->fingerprint);
+	/* RFC 6856 §2.2 / RFC 4013: the password as SASLprep makes it; a password SASLprep refuses
+	 * can match nothing, but is still checked (same time) and counted as a failure */
+	char *prepared = NULL;
+	if (saslprep(password, false, &prepared) == 0) {
+		sodium_memzero(password, strlen(password));
+		free(password);
+		req->check.password = prepared;
+	}
 	req->known_user = entry != NULL;
 	req->check.secret = xstrdup(entry != NULL ? entry->secret : auth_timing_secret(server, user));
 	if (entry != NULL) {

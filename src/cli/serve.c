@@ -62,6 +62,7 @@ struct master {
 	int auth_control_fd;
 	int signal_fd;
 	struct ip_limit *ip_limit;
+	struct ip_limit *session_limit;
 	struct ban_table *bans; /* written by the auth process, read by the workers */
 	bool stopping;
 	bool child_failed;
@@ -128,6 +129,7 @@ static void master_free(struct master *master)
 	free(master->mail_identity.name);
 	free(master->auth_identity.name);
 	ip_limit_destroy(&master->ip_limit);
+	ip_limit_destroy(&master->session_limit);
 	ban_table_destroy(&master->bans);
 	config_free(&master->config);
 }
@@ -244,6 +246,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .auth_fd = pair[1],
 		    .ctl_fd = ctl[1],
 		    .ip_limit = master->ip_limit,
+		    .session_limit = master->session_limit,
 		    .bans = master->bans,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
 		};
@@ -545,6 +548,7 @@ static int master_start(struct master *master)
 	if (master->signal_fd < 0)
 		fatal("signalfd failed: %s", strerror(errno));
 	master->ip_limit = ip_limit_create();
+	master->session_limit = ip_limit_create();
 	master->bans = ban_table_create();
 	if (master_spawn_auth(master) < 0)
 		fatal("cannot start the auth process: %s", strerror(errno));

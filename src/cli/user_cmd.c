@@ -15,6 +15,7 @@
 
 #include "auth/passwd_file.h"
 #include "auth/password.h"
+#include "auth/saslprep.h"
 #include "auth/scheme_policy.h"
 #include "cli/cli.h"
 #include "core/config.h"
@@ -34,6 +35,7 @@ struct user_options {
 	bool password_stdin;
 	const char *action;
 	const char *user;
+	char *user_prepared; /* the name after SASLprep, which user points to; freed by the caller */
 };
 
 struct user_action {
@@ -214,6 +216,16 @@ static char *cli_make_secret(const struct buzon_config *config, const char *sche
 		cli_fail(error, NULL);
 		return NULL;
 	}
+	/* stored as SASLprep (RFC 4013) makes it, so that any client's form of it matches */
+	char *prepared = NULL;
+	if (saslprep(password, true, &prepared) < 0) {
+		sodium_memzero(password, sizeof(password));
+		cli_fail("the password holds characters SASLprep (RFC 4013) forbids", NULL);
+		return NULL;
+	}
+	snprintf(password, sizeof(password), "%s", prepared);
+	sodium_memzero(prepared, strlen(prepared));
+	free(prepared);
 	secret = scheme != NULL ? password_hash(scheme, password, &error)
 				: scheme_policy_hash(config, password, &error);
 	sodium_memzero(password, sizeof(password));
@@ -441,7 +453,11 @@ static int user_check_arguments(const struct user_action *action, int argc, char
 				       "--scheme and --password-stdin do not apply to action",
 				       action->name);
 	if (action->needs_user) {
-		opts->user = argv[optind + 1];
+		if (saslprep(argv[optind + 1], true, &opts->user_prepared) < 0)
+			return cli_usage_error(user_usage_text,
+					       "user name refused by SASLprep (RFC 4013)",
+					       argv[optind + 1]);
+		opts->user = opts->user_prepared;
 		if (!passwd_user_name_valid(opts->user))
 			return cli_usage_error(user_usage_text, "invalid user name", opts->user);
 	}
@@ -461,18 +477,22 @@ int cli_user_main(int argc, char **argv)
 	const struct user_action *action = user_action_find(argv[optind]);
 	if (action == NULL)
 		return cli_usage_error(user_usage_text, "unknown action", argv[optind]);
-	if ((exit_status = user_check_arguments(action, argc, argv, &opts)) != 0)
+	if ((exit_status = user_check_arguments(action, argc, argv, &opts)) != 0) {
+		free(opts.user_prepared);
 		return exit_status;
+	}
 
 	char *error = NULL;
 	struct buzon_config *config = config_load(opts.config_path, &error);
 	if (config == NULL) {
 		cli_fail(error, NULL);
 		free(error);
+		free(opts.user_prepared);
 		return CLI_EXIT_FAIL;
 	}
 	exit_status = action->run(&opts, config);
 	config_free(&config);
+	free(opts.user_prepared);
 	return exit_status;
 }
 

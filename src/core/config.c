@@ -65,6 +65,7 @@ static const struct config_key config_keys[] = {
     KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
     KEY("pop3", "max_connections", CONFIG_UINT, max_connections, "10000", 1, 1000000),
     KEY("pop3", "max_prelogin_per_ip", CONFIG_UINT, max_prelogin_per_ip, "50", 1, 100000),
+    KEY("pop3", "max_sessions_per_ip", CONFIG_UINT, max_sessions_per_ip, "100", 1, 100000),
     KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
     KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
     KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),

@@ -43,6 +43,7 @@ struct buzon_config {
 	unsigned int max_bad_commands;	  /* the session ends after this many bad commands */
 	unsigned int max_connections;	  /* per worker process */
 	unsigned int max_prelogin_per_ip; /* connections not yet logged in, per client IP */
+	unsigned int max_sessions_per_ip; /* logged-in sessions per client IP */
 	bool retr_marks_seen;		  /* RETR sets the Maildir S flag at QUIT */
 	char *expire;			  /* EXPIRE capability argument: "NEVER" or days */
 	char *greeting;			  /* text after +OK in the greeting */

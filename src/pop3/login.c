@@ -13,6 +13,7 @@
 #include "auth/auth_client.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "net/ip_limit.h"
 #include "net/tls.h"
 #include "pop3/commands.h"
 #include "pop3/worker.h"
@@ -45,8 +46,23 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 	const struct store_backend *backend = store_backend_find(location, &path);
 	enum store_error kind = STORE_ERROR_TEMP;
 	char *error = NULL;
+	struct pop3_worker *worker = session->worker;
 
+	/* a session per user is the maildrop lock's job; this bounds one address's sessions */
+	if (worker->session_limit != NULL &&
+	    !ip_limit_acquire(worker->session_limit, (const struct sockaddr *)&session->peer,
+			      worker->config->max_sessions_per_ip)) {
+		log_warn("login_refused", "session=%s user=%s ip=%s reason=max_sessions_per_ip",
+			 session->id, log_quote(user), session->ip);
+		pop3_reply_err(session, "[SYS/TEMP] Too many sessions from your address");
+		return POP3_OUTCOME_OK;
+	}
+	session->session_counted = worker->session_limit != NULL;
 	if (backend == NULL || backend->open(path, &session->box, &kind, &error) < 0) {
+		if (session->session_counted)
+			ip_limit_release(worker->session_limit,
+					 (const struct sockaddr *)&session->peer);
+		session->session_counted = false;
 		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
 			 log_quote(user), pop3_store_error_code(kind),
 			 log_quote(error != NULL ? error : "unknown backend"));

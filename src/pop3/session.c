@@ -312,6 +312,8 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 	if (session->box != NULL)
 		session->box->backend->close(&session->box);
 	pop3_session_release_prelogin(session);
+	if (session->session_counted)
+		ip_limit_release(worker->session_limit, (const struct sockaddr *)&session->peer);
 	free(session->deleted);
 	free(session->retrieved);
 	free(session->user);

@@ -47,6 +47,7 @@ struct pop3_session {
 	char id[24];
 	enum pop3_state state;
 	bool prelogin_counted; /* holds a slot in the per-IP pre-login limit */
+	bool session_counted;  /* holds a slot in the per-IP logged-in session limit */
 	bool discarding_line;  /* skipping the rest of an over-long line */
 	bool peer_gone;	       /* the client closed: finish what it sent, write nothing */
 	bool closing;

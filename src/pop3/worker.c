@@ -140,7 +140,7 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 {
 	struct pop3_worker worker = {
 	    .index = setup->index, .config = config, .ip_limit = setup->ip_limit,
-	    .bans = setup->bans};
+	    .session_limit = setup->session_limit, .bans = setup->bans};
 	struct event_config *event_config = event_config_new();
 
 	/* one thread per loop: no locks needed inside libevent */

@@ -22,7 +22,8 @@ struct pop3_worker {
 	const struct buzon_config *config;
 	struct event_base *base;
 	struct auth_client *auth;
-	struct ip_limit *ip_limit;
+	struct ip_limit *ip_limit;       /* pre-login connections per IP, across workers */
+	struct ip_limit *session_limit;  /* logged-in sessions per IP, across workers */
 	struct ban_table *bans; /* client IPs the auth process banned */
 	struct evconnlistener **listeners;
 	size_t listener_count;
@@ -45,6 +46,7 @@ struct pop3_worker_setup {
 	int auth_fd;
 	int ctl_fd; /* from the master: new TLS material on reload */
 	struct ip_limit *ip_limit;
+	struct ip_limit *session_limit;
 	struct ban_table *bans;
 	const struct tls_material *tls; /* NULL when TLS is not configured */
 };
