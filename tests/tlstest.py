@@ -28,7 +28,7 @@ SERVER_NAME = "localhost"
 
 _PKI_DIR = None
 PKI_FILES = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key", "rogue-client.pem",
-             "rogue-client.key", "rogue-ca.pem")
+             "rogue-client.key", "rogue-ca.pem", "client-email.pem", "client-email.key")
 
 
 def _openssl(*args, cwd):
@@ -72,6 +72,7 @@ def pki_dir():
     client_ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
     _make_leaf(d, "client", "ca", "/CN=demo", client_ext)
     _make_leaf(d, "rogue-client", "rogue-ca", "/CN=demo", client_ext)
+    _make_leaf(d, "client-email", "ca", "/CN=demo", client_ext + "subjectAltName=email:mail@example.org\n")
     for f in os.listdir(d):
         os.chmod(os.path.join(d, f), 0o644)
     os.chmod(d, 0o755)
@@ -366,7 +367,9 @@ def scram(c, mech, user, password, cb_type=None, cb_data=b"", flag=None, authzid
     if check_nonce:
         assert snonce.startswith(cnonce) and len(snonce) > len(cnonce), \
             "server nonce does not extend the client nonce: %r" % sf
+    assert re.fullmatch(r"[\x21-\x2b\x2d-\x7e]+", snonce), "server nonce not printable: %r" % snonce
     salt = base64.b64decode(attrs["s"], validate=True)
+    assert len(salt) >= 8, "SCRAM salt of %d bytes" % len(salt)
     iters = int(attrs["i"])
     salted = hashlib.pbkdf2_hmac(hname, password.encode("utf-8"), salt, iters)
     client_key = HMAC(salted, b"Client Key")
@@ -435,3 +438,22 @@ def tls_exporter(ssock, length=32):
         return out.raw
     except Exception:
         return None
+
+
+def start_fails(srv, timeout=10):
+    """Starts srv expecting `buzon serve` to refuse to run; returns its output."""
+    srv.start(wait=False)
+    proc = srv.proc
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        raise AssertionError("server started with the bad configuration:\n" + render(srv))
+    srv.proc = None
+    assert proc.returncode != 0, "exit status 0 with a bad configuration"
+    return srv.stderr_text()
+
+
+def render(srv):
+    with open(srv.conf) as f:
+        return f.read()

@@ -23,6 +23,9 @@
 
 /* Longest password read: past any real passphrase, and the buffer lives on the stack. */
 #define CLI_PASSWORD_MAX 1024
+/* The longest password a POP3 client can send: SASL PLAIN's limit (RFC 4616 §2). Longer input is
+ * read (so the error is clear) and refused. */
+#define CLI_LOGIN_PASSWORD_MAX 255
 /* What `buzon hash` uses without --scheme, the same as the config's default_scheme default. */
 #define CLI_HASH_DEFAULT_SCHEME "YESCRYPT"
 
@@ -214,6 +217,12 @@ static char *cli_make_secret(const struct buzon_config *config, const char *sche
 
 	if (cli_read_password(from_stdin, password, sizeof(password), &error) < 0) {
 		cli_fail(error, NULL);
+		return NULL;
+	}
+	/* RFC 4616 and a 255-octet PASS line: a longer password could never be used to log in */
+	if (strlen(password) > CLI_LOGIN_PASSWORD_MAX) {
+		sodium_memzero(password, sizeof(password));
+		cli_fail("passwords longer than 255 octets cannot be sent by POP3 clients", NULL);
 		return NULL;
 	}
 	/* stored as SASLprep (RFC 4013) makes it, so that any client's form of it matches */

@@ -247,6 +247,20 @@ static bool pop3_mech_offered(const struct pop3_session *session, const struct s
 	return true;
 }
 
+/* True if mech is in [auth] mechanisms (whole names: SCRAM-SHA-256 is not SCRAM-SHA-256-PLUS). */
+static bool pop3_mech_enabled(const struct pop3_session *session, const struct sasl_mech *mech)
+{
+	const char *list = session->worker->config->auth_mechanisms;
+	const char *name = sasl_mech_name(mech);
+	size_t len = strlen(name);
+
+	for (const char *p = strstr(list, name); p != NULL; p = strstr(p + 1, name)) {
+		if ((p == list || p[-1] == ' ') && (p[len] == '\0' || p[len] == ' '))
+			return true;
+	}
+	return false;
+}
+
 /* Calls fn for each enabled mechanism offered on this connection. */
 static void pop3_mechs_each(const struct pop3_session *session,
 			    void (*fn)(void *context, const char *name), void *context)
@@ -349,9 +363,7 @@ enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_
 		return POP3_OUTCOME_OK;
 	}
 	const struct sasl_mech *mech = sasl_mech_find(cmd->args[0]);
-	if (mech == NULL || strstr(session->worker->config->auth_mechanisms,
-				   sasl_mech_name(mech)) == NULL ||
-	    !pop3_mech_offered(session, mech)) {
+	if (mech == NULL || !pop3_mech_enabled(session, mech) || !pop3_mech_offered(session, mech)) {
 		if (mech != NULL && sasl_mech_is_plaintext(mech) &&
 		    !pop3_session_cleartext_allowed(session))
 			return pop3_refuse_cleartext(session);

@@ -3,6 +3,7 @@ split that keeps the passwd file away from the network-facing workers."""
 
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from buzontest import DEMO_PASS, DEMO_USER, Closed, is_root, wait_until
-from tlstest import TPop3, auth_plain
+from tlstest import TPop3, auth_plain, start_fails
 
 DELAY = 0.2
 DELAY_MAX = 0.8
@@ -317,3 +318,38 @@ def test_workers_cannot_read_passwd_file(make_server):
             except OSError:
                 continue
             assert target != path, "worker %d has the passwd file open (fd %s)" % (p["pid"], fd)
+
+
+@pytest.mark.parametrize("change", [
+    {"ban_failures": "65"},
+    {"ban_failures": "lots"},
+    {"failure_delay": "-1s"},
+    {"failure_delay_max": "2h"},
+    {"ban_window": "0"},
+    {"ban_time": "2d"},
+    {"trusted_networks": "127.0.0.0/33"},
+    {"trusted_networks": "not-a-network"},
+    {"cleartext": "sometimes"},
+    {"mechanisms": "PLAIN FOO"},
+    {"apop": "maybe"},
+])
+def test_bad_auth_config_refuses_start(make_server, change):
+    srv = make_server(start=False)
+    srv.settings["auth"].update(change)
+    out = start_fails(srv)
+    key = list(change)[0]
+    assert key in out or re.search(r"buzon\.conf:\d+:", out), \
+        "error message names neither %s nor FILE:LINE:\n%s" % (key, out[-2000:])
+
+
+def test_delays_and_ban_shared_by_all_workers(make_server):
+    """Three workers: the delay keeps growing whichever worker takes the connection, and the ban
+    holds on every worker."""
+    srv = make_server(settings=hardening(ban_time="30s"), workers=3)
+    expect = [DELAY, 2 * DELAY, DELAY_MAX, DELAY_MAX, DELAY_MAX]
+    for i, e in enumerate(expect):
+        check_delay(timed_failure(srv, "w%d" % i), e, "failure %d with 3 workers" % (i + 1))
+    assert wait_until(lambda: refused(srv), timeout=2)
+    for _ in range(12):
+        assert refused(srv), "a worker served the banned client"
+    login_ok(srv, source="127.0.0.2")

@@ -830,3 +830,159 @@ def test_apop_disabled(server):
     assert r.startswith("-ERR"), r
     c.login()
     c.quit()
+
+
+# ---------------------------------------------------------------------------------------------
+# which stored secret serves which mechanism
+
+SCHEMES = ["PLAIN", "YESCRYPT", "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5"]
+# mechanism -> schemes it must work with (None: USER/PASS)
+WORKS = {
+    "USER": set(SCHEMES),
+    "PLAIN": set(SCHEMES),
+    "SCRAM-SHA-256": {"PLAIN", "SCRAM-SHA-256"},
+    "SCRAM-SHA-1": {"PLAIN", "SCRAM-SHA-1"},
+    "CRAM-MD5": {"PLAIN", "CRAM-MD5"},
+    "APOP": {"PLAIN"},
+}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_scheme_mechanism_matrix(make_server, scheme):
+    srv = make_server(scheme=scheme, settings={"auth": {"apop": "yes", "mechanisms": ALL_MECHS}})
+    results = {}
+    for mech in WORKS:
+        c = srv.connect()
+        if mech == "USER":
+            c.ok("USER " + DEMO_USER)
+            r = c.cmd("PASS " + DEMO_PASS)
+        elif mech == "PLAIN":
+            r = auth_plain(c, DEMO_USER, DEMO_PASS)
+        elif mech.startswith("SCRAM"):
+            r = scram(c, mech, DEMO_USER, DEMO_PASS).final_reply
+        elif mech == "CRAM-MD5":
+            r = auth_cram_md5(c, DEMO_USER, DEMO_PASS)
+        else:
+            r = c.cmd("APOP %s %s" % (DEMO_USER, apop_digest(c.greeting, DEMO_PASS)))
+        results[mech] = r
+        if r.startswith("+OK"):
+            assert c.stat() == (0, 0)
+        c.quit()
+    wrong = {m: r for m, r in results.items() if r.startswith("+OK") != (scheme in WORKS[m])}
+    assert not wrong, "scheme %s: unexpected outcomes %r" % (scheme, wrong)
+    for m, r in results.items():
+        if not r.startswith("+OK"):
+            assert r.startswith("-ERR [AUTH]"), "scheme %s, %s: %r" % (scheme, m, r)
+
+
+@pytest.mark.parametrize("user", ["we=ird", "com,ma", "a=2Cb"])
+def test_scram_saslname_escaping(make_server, user):
+    srv = make_server(users=((user, "pw-" + user),))
+    c = srv.connect()
+    res = scram(c, "SCRAM-SHA-256", user, "pw-" + user)
+    assert res.ok, "SCRAM for user %r (sent as %r): %r" % (user, res.server_first, res.final_reply)
+    c.quit()
+    c = srv.connect()
+    assert auth_plain(c, user, "pw-" + user).startswith("+OK")
+    c.quit()
+
+
+def test_disabled_mechanism_named_inside_an_enabled_one(make_server):
+    """mechanisms = PLAIN SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS: SCRAM-SHA-256 and SCRAM-SHA-1 are
+    not enabled (their names are only substrings of enabled ones). AUTH with them must be refused
+    like any other disabled mechanism (CRAM-MD5 here): "Unsupported authentication mechanism",
+    not "[AUTH] Authentication failed" (which tells the client its password is wrong) with a
+    login_failed log line (which log-watching ban tools count)."""
+    srv = tls_server(make_server, settings={"auth": {"mechanisms": "PLAIN SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS"}})
+    c = TPop3(srv.tls_port, context=client_context(srv.ca))
+    assert set(sasl_mechs(c.capa())) == {"PLAIN", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"}
+    ref = c.cmd("AUTH CRAM-MD5")
+    assert ref.startswith("-ERR"), ref
+    for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+        r = c.cmd("AUTH %s %s" % (mech, b64("n,,n=demo,r=abcdefghijkl")))
+        assert r == ref, "AUTH %s (not enabled) -> %r; a disabled mechanism gets %r" % (mech, r, ref)
+    c.quit()
+    log = srv.stderr_text()
+    assert "event=login_failed" not in log, \
+        "AUTH with a disabled mechanism was counted as a failed login:\n" + \
+        "\n".join(l for l in log.splitlines() if "login_failed" in l)
+
+
+def test_external_identity_prefers_email_san(make_server):
+    """A certificate with CN=demo and an email SAN mail@example.org authenticates as the e-mail
+    address (the first email SAN wins over the CN)."""
+    srv = tls_server(make_server, client_ca=True, users=(("demo", "pw1"), ("mail@example.org", "pw2")),
+                     settings={"auth": {"mechanisms": "PLAIN EXTERNAL"}})
+    ctx = client_context(srv.ca, cert=srv.pki["client-email.pem"], key=srv.pki["client-email.key"])
+    c = TPop3(srv.tls_port, context=ctx)
+    assert c.cmd("AUTH EXTERNAL " + b64("demo")).startswith("-ERR"), "authzid = CN accepted"
+    c.close()
+    c = TPop3(srv.tls_port, context=ctx)
+    assert c.cmd("AUTH EXTERNAL =").startswith("+OK")
+    c.quit()
+    log = srv.stderr_text()
+    assert 'user=mail@example.org' in log or 'user="mail@example.org"' in log, \
+        "the EXTERNAL login is not logged as mail@example.org:\n" + log[-2000:]
+
+
+def test_scram_plus_over_tls12(make_server):
+    srv = tls_server(make_server)
+    ctx = client_context(srv.ca, maximum=ssl.TLSVersion.TLSv1_2)
+    c = TPop3(srv.tls_port, context=ctx)
+    assert c.sock.version() == "TLSv1.2"
+    assert "SCRAM-SHA-256-PLUS" in sasl_mechs(c.capa())
+    res = scram(c, "SCRAM-SHA-256-PLUS", DEMO_USER, DEMO_PASS, cb_type="tls-server-end-point",
+                cb_data=tls_server_end_point(c.sock))
+    assert res.ok, ("tls-server-end-point on TLS 1.2", res.final_reply)
+    c.quit()
+    # tls-exporter on TLS 1.2 (with extended master secret, OpenSSL's default) either works with
+    # the right data or is refused; wrong data must never work
+    c = TPop3(srv.tls_port, context=ctx)
+    cb = tls_exporter(c.sock)
+    if cb is not None:
+        bad = scram(c, "SCRAM-SHA-256-PLUS", DEMO_USER, DEMO_PASS, cb_type="tls-exporter",
+                    cb_data=bytes(len(cb)))
+        assert not bad.ok
+    c.close()
+
+
+def test_utf8_saslprep_equivalence(make_server):
+    """RFC 6856 §2.2 / RFC 4013: names and passwords are compared after SASLprep, so a decomposed
+    'é' (e + U+0301) equals the composed one, and U+00A0 (no-break space) is a space."""
+    import unicodedata
+    user_nfc = unicodedata.normalize("NFC", "jos\u00e9")
+    user_nfd = unicodedata.normalize("NFD", user_nfc)
+    assert user_nfc != user_nfd
+    pw = "caf\u00e9 au lait"
+    srv = make_server(users=((user_nfc, pw),))
+    pw_variant = unicodedata.normalize("NFD", pw).replace(" ", "\u00a0")
+    c = srv.connect()
+    send_utf8(c, "USER " + user_nfd)
+    r = send_utf8(c, "PASS " + pw_variant)
+    assert r.startswith("+OK"), "USER/PASS with decomposed name and NBSP password -> %r" % r
+    c.quit()
+    c = srv.connect()
+    r = auth_plain(c, user_nfd, pw_variant)
+    assert r.startswith("+OK"), "AUTH PLAIN with decomposed name -> %r" % r
+    c.quit()
+    c = srv.connect()
+    res = scram(c, "SCRAM-SHA-256", user_nfd, pw)  # SCRAM clients SASLprep the password themselves
+    assert res.ok, "SCRAM with a decomposed name: %r" % res.final_reply
+    c.quit()
+
+
+def test_utf8_prohibited_characters_refused(make_server):
+    """SASLprep prohibits e.g. control characters and private-use code points in names."""
+    srv = make_server(users=(), start=False)
+    r = srv.cli("user", "add", "-c", srv.conf, "--scheme", "PLAIN", "--password-stdin", "bad\u0007name",
+                stdin="pw\n")
+    assert r.returncode != 0, "user add accepted a name with a control character"
+    r = srv.cli("user", "add", "-c", srv.conf, "--scheme", "PLAIN", "--password-stdin", "pua\ue000",
+                stdin="pw\n")
+    assert r.returncode != 0, "user add accepted a name with a private-use character"
+    srv.add_user(DEMO_USER, DEMO_PASS)
+    srv.start()
+    c = srv.connect()
+    r = auth_plain(c, "pua\ue000", "pw")
+    assert r.startswith("-ERR"), r
+    c.quit()

@@ -8,11 +8,12 @@ import socket
 import ssl
 import subprocess
 import time
+import warnings
 
 import pytest
 
 from buzontest import DEMO_PASS, DEMO_USER, Closed, Pop3, make_message
-from tlstest import (TPop3, capa_names, client_context, sasl_mechs, start_tls_server, tls_server)
+from tlstest import TPop3, capa_names, client_context, sasl_mechs, start_fails, tls_server
 
 
 def _wait_alive(srv):
@@ -91,8 +92,10 @@ def _old_tls_context(ca, version):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(ca)
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    ctx.minimum_version = version
-    ctx.maximum_version = version
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = version
+        ctx.maximum_version = version
     return ctx
 
 
@@ -476,3 +479,319 @@ def test_curl_pop3s_and_stls(make_server):
         assert r.returncode == 0, "curl %s exit %d: %s" % (url, r.returncode, r.stderr)
         assert r.stdout == retr_expected(msg), "curl %s got %r" % (url, r.stdout)
         assert b"SSL connection using TLSv1.3" in r.stderr, r.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# resumption, optional client certificates
+
+
+@pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_session_resumption(make_server, maximum):
+    srv = tls_server(make_server)
+    ctx = client_context(srv.ca, maximum=maximum)
+    c = TPop3(srv.tls_port, context=ctx)
+    c.login()
+    c.quit()  # reading replies lets the client take in a TLS 1.3 ticket
+    sess = c.sock.session
+    c.close()
+    assert sess is not None
+    raw = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+    try:
+        assert s.session_reused, "TLS session (%s) not resumed" % s.version()
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        s.sendall(b"QUIT\r\n")
+        assert f.readline().startswith(b"+OK")
+    finally:
+        s.close()
+
+
+def test_client_ca_makes_certificates_optional(make_server):
+    """With client_ca set, clients without a certificate still connect and log in as usual."""
+    srv = tls_server(make_server, client_ca=True)
+    c = TPop3(srv.tls_port, context=client_context(srv.ca))
+    c.login()
+    c.quit()
+    c = TPop3(srv.port)
+    c.starttls(client_context(srv.ca))
+    c.login()
+    c.quit()
+
+
+def test_tls_config_errors_refuse_start(make_server):
+    """A missing key file, or a key that does not match the certificate, stops the server at
+    start with a message naming the problem, rather than running without TLS."""
+    srv = tls_server(make_server, start=False)
+    srv.settings["tls"]["key"] = srv.pki["client.key"]  # a key of another certificate
+    srv.start(wait=False)
+    try:
+        srv.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("server started with a key that does not match the certificate")
+    assert srv.proc.returncode != 0
+    err = srv.stderr_text()
+    assert "key" in err.lower(), err[-2000:]
+    srv.proc = None
+    srv.settings["tls"]["key"] = os.path.join(srv.base, "pki", "missing.key")
+    srv.start(wait=False)
+    try:
+        srv.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("server started with a missing key file")
+    assert srv.proc.returncode != 0
+    assert "missing.key" in srv.stderr_text(), srv.stderr_text()[-2000:]
+    srv.proc = None
+
+
+@pytest.mark.parametrize("change", [
+    {"tls": {"min_version": "TLSv1.1"}},
+    {"tls": {"min_version": "SSLv3"}},
+    {"tls": {"ciphers": "NO-SUCH-CIPHER"}},
+    {"tls": {"ciphersuites": "TLS_NO_SUCH_SUITE"}},
+    {"tls": {"client_ca": "/nonexistent/ca.pem"}},
+    {"tls": {"cert": None, "key": None}},  # listen_tls without any certificate
+], ids=["tls11", "sslv3", "ciphers", "ciphersuites", "client_ca-missing", "listen_tls-without-cert"])
+def test_bad_tls_config_refuses_start(make_server, change):
+    srv = tls_server(make_server, start=False)
+    for section, kv in change.items():
+        srv.settings[section].update(kv)
+    out = start_fails(srv)
+    assert "buzon.conf" in out or "/" in out, out[-2000:]
+
+
+def test_listen_tls_without_cert_never_serves_plaintext(make_server):
+    """Even if the server were to start with listen_tls and no certificate, that port must never
+    speak POP3 in plaintext."""
+    srv = tls_server(make_server, start=False)
+    srv.settings["tls"] = {}
+    srv.start(wait=False)
+    time.sleep(0.5)
+    if srv.proc.poll() is not None:
+        srv.proc = None
+        return
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=3)
+        s.settimeout(2)
+        try:
+            data = s.recv(100)
+        except (socket.timeout, ConnectionResetError):
+            data = b""
+        s.close()
+        assert not data.startswith(b"+OK"), "implicit-TLS port greets in plaintext: %r" % data
+    except ConnectionRefusedError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# bulk data over TLS
+
+
+def _big_message(mb, tag):
+    import hashlib
+    lines = []
+    i = 0
+    size = 0
+    while size < mb << 20:
+        h = hashlib.sha256(b"%d" % i).hexdigest()
+        line = (("." if i % 7 == 0 else "") + h * 2 + "\n").encode()
+        lines.append(line)
+        size += len(line)
+        i += 1
+    return make_message(tag, b"".join(lines))
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "stls"])
+def test_large_retr_over_tls_slow_reader(make_server, implicit):
+    from buzontest import retr_expected
+    srv = tls_server(make_server)
+    big = _big_message(6, "big-%s" % implicit)
+    small = make_message("small-after", b"tail\n")
+    srv.deliver(big)
+    srv.deliver(small)
+    if implicit:
+        c = TPop3(srv.tls_port, context=client_context(srv.ca))
+    else:
+        c = TPop3(srv.port)
+        c.starttls(client_context(srv.ca))
+    c.login()
+    # pipeline two RETRs and QUIT, then let the server run into a full socket before reading
+    c.send("RETR 1\r\nRETR 2\r\nQUIT\r\n")
+    time.sleep(1.0)
+    assert c.readline().startswith("+OK")
+    from buzontest import undot
+    got1 = undot(c.read_multi_wire())
+    assert got1 == retr_expected(big), "message 1 differs over TLS (%d vs %d bytes)" % (len(got1), len(retr_expected(big)))
+    assert c.readline().startswith("+OK")
+    assert undot(c.read_multi_wire()) == retr_expected(small)
+    assert c.readline().startswith("+OK"), "QUIT"
+    c.expect_closed()
+    c.close()
+
+
+def test_many_pipelined_commands_over_tls(make_server):
+    srv = tls_server(make_server)
+    for i in range(20):
+        srv.deliver(make_message("pipe-%d" % i, b"message %d\n" % i))
+    c = TPop3(srv.tls_port, context=client_context(srv.ca))
+    c.login()
+    c.send("".join("RETR %d\r\nUIDL %d\r\nNOOP\r\n" % (i, i) for i in range(1, 21)))
+    for i in range(1, 21):
+        assert c.readline().startswith("+OK")
+        body = c.read_multi_wire()
+        assert b"message %d\r\n" % (i - 1) in body
+        assert c.readline().startswith("+OK %d " % i)
+        assert c.readline().startswith("+OK")
+    c.quit()
+
+
+def test_sigterm_with_open_tls_sessions(make_server):
+    """SIGTERM while TLS sessions are logged in, mid-handshake and idle before the handshake: the
+    server exits 0 promptly and the logged-in client sees its connection end."""
+    srv = tls_server(make_server)
+    srv.deliver(make_message("term", b"x\n"))
+    live = TPop3(srv.tls_port, context=client_context(srv.ca))
+    live.login()
+    stls = TPop3(srv.port)
+    stls.starttls(client_context(srv.ca))
+    hello = _client_hello(client_context(srv.ca))
+    half = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5)
+    half.sendall(hello)
+    idle = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    srv.stop()  # asserts exit 0 within 10 s and no sanitizer report
+    assert time.monotonic() - t0 < 5, "SIGTERM took %.1fs" % (time.monotonic() - t0)
+    live.expect_closed(5)
+    for s in (live, stls):
+        s.close()
+    half.close()
+    idle.close()
+    # the DELE-less session changed nothing
+    assert len(srv.files()) == 1
+
+
+def test_cleartext_loopback_ipv6(make_server):
+    from buzontest import have_ipv6
+    if not have_ipv6():
+        pytest.skip("no IPv6 loopback")
+    srv = make_server(ipv6=True, settings={"auth": {"cleartext": "loopback"}})
+    c = Pop3(srv.port, host="::1")
+    assert "USER" in capa_names(c.capa())
+    c.login()
+    c.quit()
+
+
+def _plain_when_slot_free(srv, timeout=5.0):
+    """A plain connection with a +OK greeting, retrying while closed connections still hold their
+    pre-login slots (the server notices closes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = Pop3(srv.port)
+            if c.greeting.startswith("+OK"):
+                return c
+            c.close()
+        except (OSError, Closed):
+            pass
+        assert time.monotonic() < deadline, "no pre-login slot came free"
+        time.sleep(0.05)
+
+
+def test_prelogin_slots_released_after_tls_failures(make_server):
+    """max_prelogin_per_ip = 3: every kind of failed or abandoned TLS connection must give its
+    slot back, or a few broken clients lock their address out."""
+    srv = tls_server(make_server, settings={"pop3": {"max_prelogin_per_ip": "3"}})
+    ctx = client_context(srv.ca)
+    hello = _client_hello(ctx)
+    for round_ in range(3):
+        for port, payload in ((srv.tls_port, hello), (srv.tls_port, hello[:20]),
+                              (srv.tls_port, b"garbage\r\n" * 50), (srv.tls_port, b"")):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if payload:
+                s.sendall(payload)
+            if round_ == 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        # STLS then garbage, STLS then drop
+        for payload in (b"\x16\x03\x01\x00\x05hello", b""):
+            c = _plain_when_slot_free(srv)
+            c.ok("STLS")
+            if payload:
+                c.send(payload)
+            c.close()
+        # a TLS client that completes the handshake and drops without close_notify
+        try:
+            TPop3(srv.tls_port, context=ctx).close()
+        except (OSError, Closed):
+            pass  # refused while earlier closes are still being noticed
+    # all slots must come back: 3 simultaneous pre-login connections are allowed
+    def three_ok():
+        cs = []
+        try:
+            for _ in range(3):
+                c = TPop3(srv.tls_port, context=ctx, timeout=3)
+                cs.append(c)
+                if not c.greeting.startswith("+OK"):
+                    return False
+            return True
+        except (OSError, Closed):
+            return False
+        finally:
+            for c in cs:
+                c.close()
+    from buzontest import wait_until
+    assert wait_until(three_ok, timeout=5, interval=0.3), \
+        "pre-login slots leaked by failed TLS connections:\n" + srv.stderr_text()[-3000:]
+
+
+def test_prelogin_limit_counts_stalled_handshakes(make_server):
+    srv = tls_server(make_server, settings={"pop3": {"max_prelogin_per_ip": "2"}})
+    hold = [socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5) for _ in range(2)]
+    time.sleep(0.2)
+    refused = False
+    try:
+        c = TPop3(srv.tls_port, context=client_context(srv.ca), timeout=5)
+        refused = c.greeting.startswith("-ERR")
+        c.close()
+    except (OSError, Closed):
+        refused = True
+    assert refused, "a third pre-login connection from the address was served (limit 2)"
+    # another address is not affected
+    c = TPop3(srv.tls_port, context=client_context(srv.ca), source="127.0.0.2")
+    c.login()
+    c.quit()
+    for s in hold:
+        s.close()
+
+
+def test_tls12_client_renegotiation(make_server):
+    """A TLS 1.2 client asking to renegotiate: refused (no_renegotiation) or done, but the server
+    keeps running and serving."""
+    srv = tls_server(make_server)
+    p = subprocess.Popen(["openssl", "s_client", "-tls1_2", "-crlf", "-connect", "127.0.0.1:%d" % srv.tls_port,
+                          "-CAfile", srv.ca], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        p.stdin.write(b"CAPA\n")
+        p.stdin.flush()
+        time.sleep(0.3)
+        p.stdin.write(b"R\n")
+        p.stdin.flush()
+        time.sleep(0.5)
+        for action in (lambda: p.stdin.write(b"QUIT\n"), p.stdin.close):
+            try:
+                action()
+            except (BrokenPipeError, ValueError):
+                pass
+        p.wait(10)
+        out = p.stdout.read().decode("latin-1")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    assert "+OK Capability list follows" in out, out[-2000:]
+    assert "RENEGOTIATING" in out, out[-2000:]
+    _wait_alive(srv)
