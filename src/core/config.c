@@ -34,6 +34,7 @@ enum config_type {
 	CONFIG_EXPIRE,
 	CONFIG_MECHANISMS,
 	CONFIG_NETWORKS,
+	CONFIG_SNI,
 	CONFIG_LOCATION,
 	CONFIG_SCHEME,
 };
@@ -75,6 +76,7 @@ static const struct config_key config_keys[] = {
     KEY("tls", "ciphers", CONFIG_STRING, tls_ciphers, NULL, 0, 0),
     KEY("tls", "ciphersuites", CONFIG_STRING, tls_ciphersuites, NULL, 0, 0),
     KEY("tls", "client_ca", CONFIG_STRING, tls_client_ca, NULL, 0, 0),
+    KEY("tls", "sni", CONFIG_SNI, tls_sni, NULL, 0, 0),
     KEY("auth", "passwd_file", CONFIG_STRING, passwd_file, NULL, 0, 0),
     KEY("auth", "cleartext", CONFIG_CLEARTEXT, auth_cleartext, "loopback", 0, 0),
     KEY("auth", "user", CONFIG_STRING, auth_user, NULL, 0, 0),
@@ -213,6 +215,31 @@ static int config_set_mechanisms(char **field, const struct config_key *key, con
 	return 0;
 }
 
+/* [tls] sni: NAME=CERT:KEY entries separated by commas; each path absolute. */
+static int config_set_sni(char **field, const struct config_key *key, const char *value,
+			  char **error_r)
+{
+	char *copy = xstrdup(value), *saveptr = NULL;
+	int ret = 0;
+
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && ret == 0;
+	     item = strtok_r(NULL, ",", &saveptr)) {
+		item = str_trim(item);
+		char *eq = strchr(item, '='), *colon = eq != NULL ? strchr(eq, ':') : NULL;
+		if (eq == NULL || colon == NULL || eq == item || eq[1] != '/' || colon[1] != '/') {
+			*error_r = xasprintf("%s: '%s' is not NAME=/path/cert.pem:/path/key.pem",
+					     key->name, item);
+			ret = -1;
+		}
+	}
+	free(copy);
+	if (ret == 0) {
+		free(*field);
+		*field = value[0] == '\0' ? NULL : xstrdup(value);
+	}
+	return ret;
+}
+
 /* Stores value into the field described by key. */
 static int config_set(struct buzon_config *config, const struct config_key *key, const char *value,
 		      char **error_r)
@@ -330,6 +357,8 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	}
 	case CONFIG_MECHANISMS:
 		return config_set_mechanisms((char **)field, key, value, error_r);
+	case CONFIG_SNI:
+		return config_set_sni((char **)field, key, value, error_r);
 	case CONFIG_NETWORKS: {
 		struct net_list *list = NULL;
 		if (net_list_parse(value, &list, error_r) < 0)
@@ -374,6 +403,12 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 	return -1;
 }
 
+/* Keys whose value is a list that may continue over several lines. */
+static bool config_key_is_list(enum config_type type)
+{
+	return type == CONFIG_SNI || type == CONFIG_NETWORKS || type == CONFIG_MECHANISMS;
+}
+
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config_parse_state *state = user;
@@ -388,11 +423,23 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		return 0;
 	}
 	size_t index = (size_t)(key - config_keys);
-	if (state->seen[index] && key->type != CONFIG_LISTEN && key->type != CONFIG_LISTEN_TLS) {
+	bool append = state->seen[index] && config_key_is_list(key->type);
+	if (state->seen[index] && !append && key->type != CONFIG_LISTEN &&
+	    key->type != CONFIG_LISTEN_TLS) {
 		state->error = xasprintf("%s is set twice in [%s]", name, section);
 		return 0;
 	}
 	state->seen[index] = true;
+	if (append) {
+		/* a repeated key or an indented continuation line extends the list (inih reads
+		 * at most 200 characters a line) */
+		const char *old = *(char **)((char *)state->config + key->offset);
+		char *joined = xasprintf("%s%s%s", old != NULL ? old : "",
+					 key->type == CONFIG_MECHANISMS ? " " : ", ", value);
+		int ret = config_set(state->config, key, joined, &state->error);
+		free(joined);
+		return ret < 0 ? 0 : 1;
+	}
 	if (config_set(state->config, key, value, &state->error) < 0)
 		return 0;
 	return 1;
@@ -464,7 +511,8 @@ void config_free(struct buzon_config **configp)
 		if (config_keys[i].type == CONFIG_STRING || config_keys[i].type == CONFIG_EXPIRE ||
 		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME ||
 		    config_keys[i].type == CONFIG_TLS_VERSION ||
-		    config_keys[i].type == CONFIG_MECHANISMS || config_keys[i].type == CONFIG_NETWORKS)
+		    config_keys[i].type == CONFIG_MECHANISMS || config_keys[i].type == CONFIG_NETWORKS ||
+		    config_keys[i].type == CONFIG_SNI)
 			free(*(char **)((char *)config + config_keys[i].offset));
 	}
 	for (size_t i = 0; i < config->listen_count; i++)
@@ -491,7 +539,8 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_SCHEME:
 	case CONFIG_TLS_VERSION:
 	case CONFIG_MECHANISMS:
-	case CONFIG_NETWORKS: {
+	case CONFIG_NETWORKS:
+	case CONFIG_SNI: {
 		const char *s = *(char *const *)field;
 		fputs(s != NULL ? s : "", out);
 		break;

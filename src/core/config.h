@@ -55,6 +55,7 @@ struct buzon_config {
 	char *tls_ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL's default */
 	char *tls_ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's default */
 	char *tls_client_ca;   /* CAs for client certificates (SASL EXTERNAL); NULL: none */
+	char *tls_sni;         /* NAME=CERT:KEY, … for SNI; NULL: none */
 
 	/* [auth] */
 	enum config_cleartext auth_cleartext; /* where USER/PASS and PLAIN/LOGIN are allowed */

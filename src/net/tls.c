@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/util.h"
 #include "net/tls.h"
@@ -47,16 +48,51 @@ static int tls_read_file(const char *path, char **data_r, size_t *len_r, char **
 	return 0;
 }
 
+/* Reads one cert/key pair (key_path NULL: the key is in the cert file). */
+static int tls_identity_load(const char *cert_path, const char *key_path,
+			     struct tls_material *material, char **error_r)
+{
+	if (tls_read_file(cert_path, &material->cert_pem, &material->cert_len, error_r) < 0)
+		return -1;
+	return tls_read_file(key_path != NULL ? key_path : cert_path, &material->key_pem,
+			     &material->key_len, error_r);
+}
+
+/* [tls] sni = NAME=CERT:KEY, …  (checked by the config reader; parsed again here). */
+static int tls_sni_load(const char *list, struct tls_material *material, char **error_r)
+{
+	char *copy = xstrdup(list), *saveptr = NULL;
+	int ret = 0;
+
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && ret == 0;
+	     item = strtok_r(NULL, ",", &saveptr)) {
+		item = str_trim(item);
+		char *eq = strchr(item, '='), *colon = eq != NULL ? strchr(eq, ':') : NULL;
+		if (eq == NULL || colon == NULL) {
+			*error_r = xasprintf("[tls] sni: '%s' is not NAME=CERT:KEY", item);
+			ret = -1;
+			break;
+		}
+		*eq = *colon = '\0';
+		material->sni = xrealloc(material->sni, (material->sni_count + 1) * sizeof(*material->sni));
+		struct tls_material *entry = &material->sni[material->sni_count++];
+		memset(entry, 0, sizeof(*entry));
+		entry->name = xstrdup(str_trim(item));
+		ret = tls_identity_load(str_trim(eq + 1), str_trim(colon + 1), entry, error_r);
+	}
+	free(copy);
+	return ret;
+}
+
 int tls_material_load(const struct buzon_config *config, struct tls_material *material,
 		      char **error_r)
 {
 	memset(material, 0, sizeof(*material));
-	if (tls_read_file(config->tls_cert, &material->cert_pem, &material->cert_len, error_r) < 0 ||
-	    tls_read_file(config->tls_key != NULL ? config->tls_key : config->tls_cert,
-			  &material->key_pem, &material->key_len, error_r) < 0 ||
+	if (tls_identity_load(config->tls_cert, config->tls_key, material, error_r) < 0 ||
 	    (config->tls_client_ca != NULL &&
 	     tls_read_file(config->tls_client_ca, &material->client_ca_pem,
-			   &material->client_ca_len, error_r) < 0)) {
+			   &material->client_ca_len, error_r) < 0) ||
+	    (config->tls_sni != NULL && tls_sni_load(config->tls_sni, material, error_r) < 0)) {
 		tls_material_clear(material);
 		return -1;
 	}
@@ -65,11 +101,15 @@ int tls_material_load(const struct buzon_config *config, struct tls_material *ma
 
 void tls_material_clear(struct tls_material *material)
 {
+	for (size_t i = 0; i < material->sni_count; i++)
+		tls_material_clear(&material->sni[i]);
+	free(material->sni);
 	if (material->key_pem != NULL)
 		sodium_memzero(material->key_pem, material->key_len);
 	free(material->key_pem);
 	free(material->cert_pem);
 	free(material->client_ca_pem);
+	free(material->name);
 	memset(material, 0, sizeof(*material));
 }
 
@@ -85,61 +125,110 @@ static uint32_t tls_get_u32(const unsigned char *p)
 	       ((uint32_t)p[3] << 24);
 }
 
+/* A growing byte buffer for packing. */
+struct tls_pack {
+	unsigned char *buf;
+	size_t len, cap;
+	uint32_t blobs;
+};
+
+static void tls_pack_blob(struct tls_pack *pack, const void *data, size_t len)
+{
+	if (pack->len + 4 + len > pack->cap) {
+		pack->cap = (pack->len + 4 + len) * 2;
+		pack->buf = xrealloc(pack->buf, pack->cap);
+	}
+	tls_put_u32(pack->buf + pack->len, (uint32_t)len);
+	if (len > 0)
+		memcpy(pack->buf + pack->len + 4, data, len);
+	pack->len += 4 + len;
+	pack->blobs++;
+}
+
 unsigned char *tls_material_pack(const struct tls_material *material, size_t *len_r)
 {
-	size_t total = TLS_PACK_HEADER_LEN + material->cert_len + material->key_len +
-		       material->client_ca_len;
-	unsigned char *buf = xmalloc(total), *p = buf + TLS_PACK_HEADER_LEN;
+	struct tls_pack pack = {.buf = xmalloc(4096), .len = TLS_PACK_HEADER_LEN, .cap = 4096};
 
-	tls_put_u32(buf, (uint32_t)material->cert_len);
-	tls_put_u32(buf + 4, (uint32_t)material->key_len);
-	tls_put_u32(buf + 8, (uint32_t)material->client_ca_len);
-	memcpy(p, material->cert_pem, material->cert_len);
-	p += material->cert_len;
-	memcpy(p, material->key_pem, material->key_len);
-	p += material->key_len;
-	if (material->client_ca_len > 0)
-		memcpy(p, material->client_ca_pem, material->client_ca_len);
-	*len_r = total;
-	return buf;
+	tls_pack_blob(&pack, material->cert_pem, material->cert_len);
+	tls_pack_blob(&pack, material->key_pem, material->key_len);
+	tls_pack_blob(&pack, material->client_ca_pem, material->client_ca_len);
+	for (size_t i = 0; i < material->sni_count; i++) {
+		const struct tls_material *entry = &material->sni[i];
+		tls_pack_blob(&pack, entry->name, strlen(entry->name));
+		tls_pack_blob(&pack, entry->cert_pem, entry->cert_len);
+		tls_pack_blob(&pack, entry->key_pem, entry->key_len);
+	}
+	tls_put_u32(pack.buf, (uint32_t)pack.len);
+	tls_put_u32(pack.buf + 4, pack.blobs);
+	*len_r = pack.len;
+	return pack.buf;
 }
+
+/* A packed message is at most this big: the PEM limit for every blob of a few dozen names. */
+#define TLS_PACK_MAX (64u * 1024 * 1024)
 
 size_t tls_material_packed_len(const unsigned char *header, size_t header_len)
 {
 	if (header_len < TLS_PACK_HEADER_LEN)
 		return 0;
-	uint64_t cert = tls_get_u32(header), key = tls_get_u32(header + 4),
-		 ca = tls_get_u32(header + 8);
-	if (cert == 0 || cert > TLS_PEM_MAX || key == 0 || key > TLS_PEM_MAX || ca > TLS_PEM_MAX)
+	uint32_t total = tls_get_u32(header), blobs = tls_get_u32(header + 4);
+	if (total < TLS_PACK_HEADER_LEN || total > TLS_PACK_MAX || blobs < 3 || (blobs - 3) % 3 != 0)
 		return 0;
-	return (size_t)(TLS_PACK_HEADER_LEN + cert + key + ca);
+	return total;
 }
 
 static char *tls_copy_blob(const unsigned char *p, size_t len)
 {
 	char *copy = xmalloc(len + 1);
 
-	memcpy(copy, p, len);
+	if (len > 0)
+		memcpy(copy, p, len);
 	copy[len] = '\0';
 	return copy;
 }
 
+/* Reads the next blob at *pos into a newly allocated string. */
+static int tls_unpack_blob(const unsigned char *buf, size_t len, size_t *pos, char **out_r,
+			   size_t *out_len_r)
+{
+	if (len - *pos < 4)
+		return -1;
+	size_t blob = tls_get_u32(buf + *pos);
+	if (blob > TLS_PEM_MAX || blob > len - *pos - 4)
+		return -1;
+	*out_r = tls_copy_blob(buf + *pos + 4, blob);
+	*out_len_r = blob;
+	*pos += 4 + blob;
+	return 0;
+}
+
 int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_material *material)
 {
-	size_t total = tls_material_packed_len(buf, len);
+	size_t total = tls_material_packed_len(buf, len), pos = TLS_PACK_HEADER_LEN, name_len;
 
 	memset(material, 0, sizeof(*material));
 	if (total == 0 || total != len)
 		return -1;
-	const unsigned char *p = buf + TLS_PACK_HEADER_LEN;
-	material->cert_len = tls_get_u32(buf);
-	material->key_len = tls_get_u32(buf + 4);
-	material->client_ca_len = tls_get_u32(buf + 8);
-	material->cert_pem = tls_copy_blob(p, material->cert_len);
-	material->key_pem = tls_copy_blob(p + material->cert_len, material->key_len);
-	if (material->client_ca_len > 0)
-		material->client_ca_pem = tls_copy_blob(p + material->cert_len + material->key_len,
-							material->client_ca_len);
+	uint32_t entries = (tls_get_u32(buf + 4) - 3) / 3;
+	int ret = tls_unpack_blob(buf, len, &pos, &material->cert_pem, &material->cert_len) |
+		  tls_unpack_blob(buf, len, &pos, &material->key_pem, &material->key_len) |
+		  tls_unpack_blob(buf, len, &pos, &material->client_ca_pem,
+				  &material->client_ca_len);
+	if (ret == 0 && material->client_ca_len == 0)
+		x_free(&material->client_ca_pem);
+	for (uint32_t i = 0; i < entries && ret == 0; i++) {
+		material->sni =
+		    xrealloc(material->sni, (material->sni_count + 1) * sizeof(*material->sni));
+		struct tls_material *entry = &material->sni[material->sni_count++];
+		memset(entry, 0, sizeof(*entry));
+		ret = tls_unpack_blob(buf, len, &pos, &entry->name, &name_len) |
+		      tls_unpack_blob(buf, len, &pos, &entry->cert_pem, &entry->cert_len) |
+		      tls_unpack_blob(buf, len, &pos, &entry->key_pem, &entry->key_len);
+	}
+	if (ret != 0 || pos != len || material->cert_len == 0 || material->key_len == 0) {
+		tls_material_clear(material);
+		return -1;
+	}
 	return 0;
 }
 
@@ -240,10 +329,12 @@ static int tls_context_settings(SSL_CTX *ctx, const struct buzon_config *config,
 	return 0;
 }
 
-SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
-			 char **error_r)
+/* One context from one cert/key pair with the [tls] settings. */
+static SSL_CTX *tls_context_one(const struct buzon_config *config,
+				const struct tls_material *material, char **error_r)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	const char *what = material->name != NULL ? material->name : config->tls_cert;
 
 	if (ctx == NULL) {
 		*error_r = tls_error_text("SSL_CTX_new");
@@ -252,22 +343,113 @@ SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_mat
 	if (tls_context_settings(ctx, config, error_r) < 0)
 		goto fail;
 	if (tls_context_use_chain(ctx, material) < 0) {
-		*error_r = tls_error_text(config->tls_cert);
+		*error_r = tls_error_text(what);
 		goto fail;
 	}
 	if (tls_context_use_key(ctx, material) < 0) {
-		*error_r = tls_error_text(config->tls_key != NULL ? config->tls_key
-								   : config->tls_cert);
-		goto fail;
-	}
-	if (material->client_ca_pem != NULL && tls_context_use_client_ca(ctx, material) < 0) {
-		*error_r = xasprintf("%s: no certificate found", config->tls_client_ca);
+		*error_r = tls_error_text(material->name != NULL ? material->name
+				  : config->tls_key != NULL ? config->tls_key : config->tls_cert);
 		goto fail;
 	}
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* The per-name contexts, kept in the default context's ex_data and freed with it. */
+struct tls_sni_table {
+	size_t count;
+	char **names;
+	SSL_CTX **ctxs;
+};
+
+static int tls_sni_index = -1;
+
+static void tls_sni_table_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			       void *argp)
+{
+	struct tls_sni_table *table = ptr;
+
+	if (table == NULL)
+		return;
+	for (size_t i = 0; i < table->count; i++) {
+		SSL_CTX_free(table->ctxs[i]);
+		free(table->names[i]);
+	}
+	free(table->ctxs);
+	free(table->names);
+	free(table);
+}
+
+/* "mail.example.org" matches itself; "*.example.org" matches one more label. */
+static bool tls_sni_name_matches(const char *pattern, const char *name)
+{
+	if (strncmp(pattern, "*.", 2) == 0) {
+		const char *dot = strchr(name, '.');
+		return dot != NULL && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+	}
+	return strcasecmp(pattern, name) == 0;
+}
+
+static int tls_sni_callback(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_sni_table *table = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	/* exact names first, then wildcards, else the default certificate */
+	for (int pass = 0; name != NULL && pass < 2; pass++) {
+		for (size_t i = 0; i < table->count; i++) {
+			bool wildcard = table->names[i][0] == '*';
+			if (wildcard == (pass == 1) && tls_sni_name_matches(table->names[i], name)) {
+				SSL_set_SSL_CTX(ssl, table->ctxs[i]);
+				return SSL_TLSEXT_ERR_OK;
+			}
+		}
+	}
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int tls_context_add_sni(SSL_CTX *ctx, const struct buzon_config *config,
+			       const struct tls_material *material, char **error_r)
+{
+	if (material->sni_count == 0)
+		return 0;
+	if (tls_sni_index < 0)
+		tls_sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_sni_table_free);
+	struct tls_sni_table *table = xcalloc(1, sizeof(*table));
+	table->names = xcalloc(material->sni_count, sizeof(*table->names));
+	table->ctxs = xcalloc(material->sni_count, sizeof(*table->ctxs));
+	SSL_CTX_set_ex_data(ctx, tls_sni_index, table); /* freed with ctx from here on */
+	for (size_t i = 0; i < material->sni_count; i++) {
+		SSL_CTX *named = tls_context_one(config, &material->sni[i], error_r);
+		if (named == NULL)
+			return -1;
+		table->names[table->count] = xstrdup(material->sni[i].name);
+		table->ctxs[table->count++] = named;
+	}
+	SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_callback);
+	SSL_CTX_set_tlsext_servername_arg(ctx, table);
+	return 0;
+}
+
+SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
+			 char **error_r)
+{
+	SSL_CTX *ctx = tls_context_one(config, material, error_r);
+
+	if (ctx == NULL)
+		return NULL;
+	if (material->client_ca_pem != NULL && tls_context_use_client_ca(ctx, material) < 0) {
+		*error_r = xasprintf("%s: no certificate found", config->tls_client_ca);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (tls_context_add_sni(ctx, config, material, error_r) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
 }
 
 size_t tls_channel_binding_exporter(SSL *ssl, unsigned char *out, size_t size)

@@ -10,14 +10,17 @@
 
 #include "core/config.h"
 
-/* The PEM files' contents. */
+/* The PEM files' contents: the default certificate, and per-name ones chosen by SNI. */
 struct tls_material {
+	char *name; /* SNI name of a per-name entry; NULL for the default */
 	char *cert_pem; /* certificate chain, leaf first */
 	size_t cert_len;
 	char *key_pem;
 	size_t key_len;
 	char *client_ca_pem; /* CAs for client certificates (EXTERNAL), or NULL */
 	size_t client_ca_len;
+	struct tls_material *sni; /* [tls] sni entries (only in the default) */
+	size_t sni_count;
 };
 
 /* True when the config asks for TLS at all ([tls] cert set). */
@@ -31,19 +34,21 @@ void tls_material_clear(struct tls_material *material);
 
 /* Builds a server context from material and the [tls] settings (minimum version, ciphers,
  * session tickets, ignoring a missing close_notify as many mail clients omit it). Checks that the
- * key matches the certificate. Returns NULL with a newly allocated *error_r. */
+ * key matches the certificate. Per-name entries become contexts that the SNI callback switches
+ * to ("*.example.org" matches one label). Returns NULL with a newly allocated *error_r. */
 SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
 			 char **error_r);
 
-/* Serialises material for the master -> worker reload channel: a newly allocated buffer of
- * "u32 cert_len, u32 key_len, u32 ca_len" (little-endian) followed by the three PEM blobs. */
+/* Serialises material for the master -> worker reload channel into a newly allocated buffer:
+ * "u32 total length, u32 blob count", then each blob as "u32 length, bytes" (little-endian):
+ * cert, key, client CA, then name, cert, key for each SNI entry. */
 unsigned char *tls_material_pack(const struct tls_material *material, size_t *len_r);
-/* Reads a packed message; returns -1 if its lengths do not add up. material gets copies. */
+/* Reads a packed message; returns -1 if anything does not add up. material gets copies. */
 int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_material *material);
-/* The length of a packed message whose first 12 bytes are header, or 0 if they are not a valid
- * header (so a reader knows how much to wait for). */
+/* The length of a packed message whose first TLS_PACK_HEADER_LEN bytes are header, or 0 if they
+ * are not a valid header (so a reader knows how much to wait for). */
 size_t tls_material_packed_len(const unsigned char *header, size_t header_len);
-#define TLS_PACK_HEADER_LEN 12
+#define TLS_PACK_HEADER_LEN 8
 
 /* Channel-binding data of an established connection, for SCRAM-*-PLUS. Each returns the length
  * written into out (at most size), or 0 if unavailable. */

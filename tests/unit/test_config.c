@@ -77,6 +77,32 @@ static void test_errors_name_file_and_line(void **state)
 	expect_error("[mail]\nlocation = maildir:/var/mail/shared\n", ":2:", "%u");
 	expect_error("[pop3]\nmax_bad_commands = 10x\n", ":2:", "max_bad_commands");
 	expect_error("[pop3]\nidle_timeout = 10m\nidle_timeout = 11m\n", ":3:", "twice");
+	expect_error("[auth]\nmechanisms = PLAIN NOSUCH\n", ":2:", "NOSUCH");
+	expect_error("[auth]\ntrusted_networks = 10.0.0.1/8\n", ":2:", "10.0.0.1/8");
+	expect_error("[auth]\ncleartext = sometimes\n", ":2:", "cleartext");
+	expect_error("[tls]\nmin_version = TLSv1.1\n", ":2:", "min_version");
+	expect_error("[tls]\nsni = a.example=cert.pem:key.pem\n", ":2:", "sni");
+}
+
+/* Lists may continue on indented lines (inih reads at most 200 characters a line) or repeat. */
+static void test_list_continuation(void **state)
+{
+	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\nlisten = [::1]:1110\n"
+				  "[auth]\npasswd_file = /etc/buzon/users\n"
+				  "trusted_networks = 10.0.0.0/8\n  192.168.0.0/16\n"
+				  "mechanisms = PLAIN\n  scram-sha-256\n"
+				  "[mail]\nlocation = maildir:/var/mail/%u\n");
+	char *error = NULL;
+	struct buzon_config *config = config_load(path, &error);
+
+	if (config == NULL)
+		fail_msg("%s", error);
+	assert_int_equal(config->listen_count, 2);
+	assert_string_equal(config->auth_trusted_networks, "10.0.0.0/8, 192.168.0.0/16");
+	assert_string_equal(config->auth_mechanisms, "PLAIN SCRAM-SHA-256");
+	config_free(&config);
+	unlink(path);
+	free(path);
 }
 
 static void test_missing_required_keys(void **state)
@@ -125,6 +151,7 @@ int main(void)
 	    cmocka_unit_test(test_minimal_config_and_defaults),
 	    cmocka_unit_test(test_errors_name_file_and_line),
 	    cmocka_unit_test(test_missing_required_keys),
+	    cmocka_unit_test(test_list_continuation),
 	    cmocka_unit_test(test_durations),
 	    cmocka_unit_test(test_location_expansion),
 	};
