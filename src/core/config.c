@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/util.h"
 #include "net/netlist.h"
+#include "net/tls.h"
 #include "sasl/sasl.h"
 #include "store/store.h"
 
@@ -219,18 +220,18 @@ static int config_set_mechanisms(char **field, const struct config_key *key, con
 static int config_set_sni(char **field, const struct config_key *key, const char *value,
 			  char **error_r)
 {
-	char *copy = xstrdup(value), *saveptr = NULL;
+	char *copy = xstrdup(value), *saveptr = NULL, *name, *cert, *keyfile;
 	int ret = 0;
 
 	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && ret == 0;
 	     item = strtok_r(NULL, ",", &saveptr)) {
-		item = str_trim(item);
-		char *eq = strchr(item, '='), *colon = eq != NULL ? strchr(eq, ':') : NULL;
-		if (eq == NULL || colon == NULL || eq == item || eq[1] != '/' || colon[1] != '/') {
+		char *shown = xstrdup(str_trim(item));
+		if (tls_sni_entry_split(item, &name, &cert, &keyfile) < 0) {
 			*error_r = xasprintf("%s: '%s' is not NAME=/path/cert.pem:/path/key.pem",
-					     key->name, item);
+					     key->name, shown);
 			ret = -1;
 		}
+		free(shown);
 	}
 	free(copy);
 	if (ret == 0) {

@@ -58,27 +58,38 @@ static int tls_identity_load(const char *cert_path, const char *key_path,
 			     &material->key_len, error_r);
 }
 
+int tls_sni_entry_split(char *item, char **name_r, char **cert_r, char **key_r)
+{
+	char *eq = strchr(item, '='), *colon = eq != NULL ? strchr(eq, ':') : NULL;
+
+	if (eq == NULL || colon == NULL)
+		return -1;
+	*eq = *colon = '\0';
+	*name_r = str_trim(item);
+	*cert_r = str_trim(eq + 1);
+	*key_r = str_trim(colon + 1);
+	return **name_r != '\0' && **cert_r == '/' && **key_r == '/' ? 0 : -1;
+}
+
 /* [tls] sni = NAME=CERT:KEY, …  (checked by the config reader; parsed again here). */
 static int tls_sni_load(const char *list, struct tls_material *material, char **error_r)
 {
-	char *copy = xstrdup(list), *saveptr = NULL;
+	char *copy = xstrdup(list), *saveptr = NULL, *name, *cert, *key;
 	int ret = 0;
 
 	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && ret == 0;
 	     item = strtok_r(NULL, ",", &saveptr)) {
-		item = str_trim(item);
-		char *eq = strchr(item, '='), *colon = eq != NULL ? strchr(eq, ':') : NULL;
-		if (eq == NULL || colon == NULL) {
-			*error_r = xasprintf("[tls] sni: '%s' is not NAME=CERT:KEY", item);
+		if (tls_sni_entry_split(item, &name, &cert, &key) < 0) {
+			*error_r = xasprintf("[tls] sni: an entry is not NAME=CERT:KEY");
 			ret = -1;
 			break;
 		}
-		*eq = *colon = '\0';
-		material->sni = xrealloc(material->sni, (material->sni_count + 1) * sizeof(*material->sni));
+		material->sni =
+		    xrealloc(material->sni, (material->sni_count + 1) * sizeof(*material->sni));
 		struct tls_material *entry = &material->sni[material->sni_count++];
 		memset(entry, 0, sizeof(*entry));
-		entry->name = xstrdup(str_trim(item));
-		ret = tls_identity_load(str_trim(eq + 1), str_trim(colon + 1), entry, error_r);
+		entry->name = xstrdup(name);
+		ret = tls_identity_load(cert, key, entry, error_r);
 	}
 	free(copy);
 	return ret;

@@ -23,6 +23,10 @@ struct tls_material {
 	size_t sni_count;
 };
 
+/* Splits one "NAME=/path/cert.pem:/path/key.pem" entry of [tls] sni in place (NUL-terminating
+ * and trimming the parts). Returns -1 if it has not that shape or a path is not absolute. */
+int tls_sni_entry_split(char *item, char **name_r, char **cert_r, char **key_r);
+
 /* True when the config asks for TLS at all ([tls] cert set). */
 bool tls_configured(const struct buzon_config *config);
 
