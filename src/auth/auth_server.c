@@ -15,7 +15,6 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -655,9 +654,9 @@ static void auth_take_finished(struct auth_server *server)
 	}
 }
 
-enum { POLL_CONTROL, POLL_SIGNAL, POLL_HASHER, POLL_FIRST_CONN };
+enum { POLL_CONTROL, POLL_HASHER, POLL_FIRST_CONN };
 
-static void auth_server_loop(struct auth_server *server, int control_fd, int signal_fd)
+static void auth_server_loop(struct auth_server *server, int control_fd)
 {
 	struct pollfd *fds = NULL;
 
@@ -665,7 +664,6 @@ static void auth_server_loop(struct auth_server *server, int control_fd, int sig
 		size_t nfds = server->conn_count + POLL_FIRST_CONN;
 		fds = xrealloc(fds, nfds * sizeof(*fds));
 		fds[POLL_CONTROL] = (struct pollfd){.fd = control_fd, .events = POLLIN};
-		fds[POLL_SIGNAL] = (struct pollfd){.fd = signal_fd, .events = POLLIN};
 		fds[POLL_HASHER] =
 			(struct pollfd){.fd = auth_hasher_fd(server->hasher), .events = POLLIN};
 		for (size_t i = 0; i < server->conn_count; i++)
@@ -676,8 +674,6 @@ static void auth_server_loop(struct auth_server *server, int control_fd, int sig
 				continue;
 			fatal("poll failed: %s", strerror(errno));
 		}
-		if (fds[POLL_SIGNAL].revents != 0)
-			break;
 		if (fds[POLL_CONTROL].revents != 0 && auth_control_readable(server, control_fd) < 0)
 			break;
 		if (fds[POLL_HASHER].revents != 0)
@@ -785,19 +781,14 @@ static void auth_server_free(struct auth_server *server)
 int auth_server_main(const struct buzon_config *config, int control_fd, struct ban_table *bans)
 {
 	struct auth_server server = {.config = config, .bans = bans};
-	sigset_t mask;
 
 	if (sodium_init() < 0)
 		fatal("sodium_init failed");
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	/* Ctrl-C reaches the whole process group; the master decides when auth stops. */
+	/* Stop signals reach the whole process group (Ctrl-C, systemd); the auth process must
+	 * outlive the workers' last sessions, so only the master decides: it closes control_fd. */
+	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
-	int signal_fd = signalfd(-1, &mask, SFD_CLOEXEC);
-	if (signal_fd < 0)
-		fatal("signalfd failed: %s", strerror(errno));
 
 	server.dummy_secret = auth_make_dummy_secret(config);
 	auth_server_mechs(&server);
@@ -806,10 +797,9 @@ int auth_server_main(const struct buzon_config *config, int control_fd, struct b
 	server.hasher = auth_hasher_start(config->auth_threads);
 	log_info("auth_started", "threads=%u", auth_hasher_thread_count(server.hasher));
 
-	auth_server_loop(&server, control_fd, signal_fd);
+	auth_server_loop(&server, control_fd);
 
 	auth_server_free(&server);
-	close(signal_fd);
 	log_info("auth_stopped", "%s", "");
 	return 0;
 }

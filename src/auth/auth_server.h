@@ -10,7 +10,7 @@
 struct ban_table;
 struct net_list;
 
-/* Runs the auth process until control_fd (from the master) closes or SIGTERM arrives.
+/* Runs the auth process until control_fd (from the master) closes; it ignores stop signals.
  * Workers' connections (SOCK_SEQPACKET) arrive over control_fd as SCM_RIGHTS, one per datagram.
  * Banned client IPs are written into bans, which the workers read. Returns the exit status. */
 int auth_server_main(const struct buzon_config *config, int control_fd, struct ban_table *bans);

@@ -319,6 +319,7 @@ static int master_load_tls(struct master *master, char **error_r)
 		return 0;
 	if (tls_material_load(master->config, &master->tls, error_r) < 0)
 		return -1;
+	tls_material_new_ticket_keys(&master->tls);
 	master->tls_loaded = true;
 	SSL_CTX *ctx = tls_context_new(master->config, &master->tls, error_r);
 	if (ctx == NULL)
@@ -340,6 +341,17 @@ static void master_signal_children(struct master *master, int sig)
 	master_signal_workers(master, sig);
 	if (master->auth_pid > 0)
 		kill(master->auth_pid, sig);
+}
+
+/* The auth process stops when its control channel closes: it ignores SIGTERM, so that a stop
+ * signal sent to the whole process group (systemd does that) cannot take it away while workers
+ * still finish their sessions. */
+static void master_stop_auth(struct master *master)
+{
+	if (master->auth_control_fd >= 0) {
+		close(master->auth_control_fd);
+		master->auth_control_fd = -1;
+	}
 }
 
 static bool master_has_workers(const struct master *master)
@@ -407,8 +419,8 @@ static void master_reap(struct master *master)
 			master_log_exit("pop3", pid, status, master->stopping);
 			master->worker_pids[w] = 0;
 			if (master->stopping) {
-				if (!master_has_workers(master) && master->auth_pid > 0)
-					kill(master->auth_pid, SIGTERM);
+				if (!master_has_workers(master))
+					master_stop_auth(master);
 				break;
 			}
 			master_respawn_pause(master->worker_started[w]);
@@ -428,8 +440,8 @@ static void master_begin_stop(struct master *master, int sig)
 	log_info("stopping", "signal=%d", sig);
 	/* workers first: the auth process stays until no session can ask it anything */
 	master_signal_workers(master, SIGTERM);
-	if (!master_has_workers(master) && master->auth_pid > 0)
-		kill(master->auth_pid, SIGTERM);
+	if (!master_has_workers(master))
+		master_stop_auth(master);
 }
 
 /* SIGHUP: re-reads the certificate and key and hands them to the workers, which use them for new
@@ -456,6 +468,9 @@ static void master_reload_tls(struct master *master)
 		return;
 	}
 	SSL_CTX_free(check);
+	/* the ticket keys stay: tickets issued before the reload still resume */
+	memcpy(fresh.ticket_keys, master->tls.ticket_keys, sizeof(fresh.ticket_keys));
+	fresh.has_ticket_keys = master->tls.has_ticket_keys;
 	tls_material_clear(&master->tls);
 	master->tls = fresh;
 	size_t len;
@@ -568,7 +583,7 @@ static int master_start(struct master *master)
 	master_close_listeners(master, -1);
 	master_close_ctl_fds(master);
 	close(master->signal_fd);
-	close(master->auth_control_fd);
+	master_stop_auth(master);
 	return status;
 }
 

@@ -95,6 +95,12 @@ static int tls_sni_load(const char *list, struct tls_material *material, char **
 	return ret;
 }
 
+void tls_material_new_ticket_keys(struct tls_material *material)
+{
+	randombytes_buf(material->ticket_keys, sizeof(material->ticket_keys));
+	material->has_ticket_keys = true;
+}
+
 int tls_material_load(const struct buzon_config *config, struct tls_material *material,
 		      char **error_r)
 {
@@ -112,6 +118,7 @@ int tls_material_load(const struct buzon_config *config, struct tls_material *ma
 
 void tls_material_clear(struct tls_material *material)
 {
+	sodium_memzero(material->ticket_keys, sizeof(material->ticket_keys));
 	for (size_t i = 0; i < material->sni_count; i++)
 		tls_material_clear(&material->sni[i]);
 	free(material->sni);
@@ -163,6 +170,8 @@ unsigned char *tls_material_pack(const struct tls_material *material, size_t *le
 	tls_pack_blob(&pack, material->cert_pem, material->cert_len);
 	tls_pack_blob(&pack, material->key_pem, material->key_len);
 	tls_pack_blob(&pack, material->client_ca_pem, material->client_ca_len);
+	tls_pack_blob(&pack, material->ticket_keys,
+		      material->has_ticket_keys ? sizeof(material->ticket_keys) : 0);
 	for (size_t i = 0; i < material->sni_count; i++) {
 		const struct tls_material *entry = &material->sni[i];
 		tls_pack_blob(&pack, entry->name, strlen(entry->name));
@@ -183,7 +192,7 @@ size_t tls_material_packed_len(const unsigned char *header, size_t header_len)
 	if (header_len < TLS_PACK_HEADER_LEN)
 		return 0;
 	uint32_t total = tls_get_u32(header), blobs = tls_get_u32(header + 4);
-	if (total < TLS_PACK_HEADER_LEN || total > TLS_PACK_MAX || blobs < 3 || (blobs - 3) % 3 != 0)
+	if (total < TLS_PACK_HEADER_LEN || total > TLS_PACK_MAX || blobs < 4 || (blobs - 4) % 3 != 0)
 		return 0;
 	return total;
 }
@@ -220,13 +229,26 @@ int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_materia
 	memset(material, 0, sizeof(*material));
 	if (total == 0 || total != len)
 		return -1;
-	uint32_t entries = (tls_get_u32(buf + 4) - 3) / 3;
+	uint32_t entries = (tls_get_u32(buf + 4) - 4) / 3;
+	char *keys = NULL;
+	size_t keys_len = 0;
 	int ret = tls_unpack_blob(buf, len, &pos, &material->cert_pem, &material->cert_len) |
 		  tls_unpack_blob(buf, len, &pos, &material->key_pem, &material->key_len) |
 		  tls_unpack_blob(buf, len, &pos, &material->client_ca_pem,
 				  &material->client_ca_len);
 	if (ret == 0 && material->client_ca_len == 0)
 		x_free(&material->client_ca_pem);
+	if (ret == 0)
+		ret = tls_unpack_blob(buf, len, &pos, &keys, &keys_len);
+	if (ret == 0 && keys_len == sizeof(material->ticket_keys)) {
+		memcpy(material->ticket_keys, keys, keys_len);
+		material->has_ticket_keys = true;
+	} else if (ret == 0 && keys_len != 0) {
+		ret = -1;
+	}
+	if (keys != NULL)
+		sodium_memzero(keys, keys_len);
+	free(keys);
 	for (uint32_t i = 0; i < entries && ret == 0; i++) {
 		material->sni =
 		    xrealloc(material->sni, (material->sni_count + 1) * sizeof(*material->sni));
@@ -342,7 +364,8 @@ static int tls_context_settings(SSL_CTX *ctx, const struct buzon_config *config,
 
 /* One context from one cert/key pair with the [tls] settings. */
 static SSL_CTX *tls_context_one(const struct buzon_config *config,
-				const struct tls_material *material, char **error_r)
+				const struct tls_material *material, const unsigned char *keys,
+				char **error_r)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	const char *what = material->name != NULL ? material->name : config->tls_cert;
@@ -360,6 +383,11 @@ static SSL_CTX *tls_context_one(const struct buzon_config *config,
 	if (tls_context_use_key(ctx, material) < 0) {
 		*error_r = tls_error_text(material->name != NULL ? material->name
 				  : config->tls_key != NULL ? config->tls_key : config->tls_cert);
+		goto fail;
+	}
+	if (keys != NULL &&
+	    SSL_CTX_set_tlsext_ticket_keys(ctx, (void *)keys, TLS_TICKET_KEYS_LEN) != 1) {
+		*error_r = tls_error_text("session ticket keys");
 		goto fail;
 	}
 	return ctx;
@@ -433,7 +461,9 @@ static int tls_context_add_sni(SSL_CTX *ctx, const struct buzon_config *config,
 	table->ctxs = xcalloc(material->sni_count, sizeof(*table->ctxs));
 	SSL_CTX_set_ex_data(ctx, tls_sni_index, table); /* freed with ctx from here on */
 	for (size_t i = 0; i < material->sni_count; i++) {
-		SSL_CTX *named = tls_context_one(config, &material->sni[i], error_r);
+		SSL_CTX *named = tls_context_one(
+		    config, &material->sni[i],
+		    material->has_ticket_keys ? material->ticket_keys : NULL, error_r);
 		if (named == NULL)
 			return -1;
 		table->names[table->count] = xstrdup(material->sni[i].name);
@@ -447,7 +477,8 @@ static int tls_context_add_sni(SSL_CTX *ctx, const struct buzon_config *config,
 SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
 			 char **error_r)
 {
-	SSL_CTX *ctx = tls_context_one(config, material, error_r);
+	SSL_CTX *ctx = tls_context_one(
+	    config, material, material->has_ticket_keys ? material->ticket_keys : NULL, error_r);
 
 	if (ctx == NULL)
 		return NULL;

@@ -10,6 +10,9 @@
 
 #include "core/config.h"
 
+/* OpenSSL's ticket key material: name, HMAC key and AES key. */
+#define TLS_TICKET_KEYS_LEN 80
+
 /* The PEM files' contents: the default certificate, and per-name ones chosen by SNI. */
 struct tls_material {
 	char *name; /* SNI name of a per-name entry; NULL for the default */
@@ -21,6 +24,10 @@ struct tls_material {
 	size_t client_ca_len;
 	struct tls_material *sni; /* [tls] sni entries (only in the default) */
 	size_t sni_count;
+	/* Session-ticket keys shared by every worker, so that a client resumes whichever worker the
+	 * kernel hands its next connection to; made once per start (kept across reloads). */
+	unsigned char ticket_keys[TLS_TICKET_KEYS_LEN];
+	bool has_ticket_keys;
 };
 
 /* Splits one "NAME=/path/cert.pem:/path/key.pem" entry of [tls] sni in place (NUL-terminating
@@ -29,6 +36,9 @@ int tls_sni_entry_split(char *item, char **name_r, char **cert_r, char **key_r);
 
 /* True when the config asks for TLS at all ([tls] cert set). */
 bool tls_configured(const struct buzon_config *config);
+
+/* Fills material's ticket keys with fresh random bytes. */
+void tls_material_new_ticket_keys(struct tls_material *material);
 
 /* Reads the files named by [tls]. Returns -1 with a newly allocated *error_r naming the file. */
 int tls_material_load(const struct buzon_config *config, struct tls_material *material,
@@ -45,7 +55,7 @@ SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_mat
 
 /* Serialises material for the master -> worker reload channel into a newly allocated buffer:
  * "u32 total length, u32 blob count", then each blob as "u32 length, bytes" (little-endian):
- * cert, key, client CA, then name, cert, key for each SNI entry. */
+ * cert, key, client CA, ticket keys (may be empty), then name, cert, key for each SNI entry. */
 unsigned char *tls_material_pack(const struct tls_material *material, size_t *len_r);
 /* Reads a packed message; returns -1 if anything does not add up. material gets copies. */
 int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_material *material);
