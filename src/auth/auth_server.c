@@ -70,6 +70,7 @@ struct auth_request {
 	bool known_user;
 	char *user;      /* the canonical name from the passwd-file, or what the client sent */
 	char *client_ip; /* for penalties and logs */
+	char *login_as;  /* a master user's target (SASL authzid), or NULL */
 	unsigned char fingerprint[PENALTY_FP_LEN]; /* of user and password: retries do not count */
 };
 
@@ -143,6 +144,7 @@ static void auth_request_free(struct auth_request **reqp)
 	auth_check_clear(&req->check);
 	free(req->user);
 	free(req->client_ip);
+	free(req->login_as);
 	if (req->conn != NULL)
 		auth_conn_unref(&req->conn);
 	x_free(reqp);
@@ -234,13 +236,22 @@ static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint
 	free(location);
 }
 
+static const struct passwd_entry *auth_lookup(struct auth_server *server, const char *user);
+
 static void auth_check_finished(struct auth_server *server, struct auth_request *req)
 {
 	if (req->check.verdict < 0 && req->known_user)
 		log_error("auth_secret_invalid", "user=%s error=%s", log_quote(req->user),
 			  log_quote(req->check.error != NULL ? req->check.error : "unknown"));
-	auth_finish(server, req->conn, req->id, req->user, req->client_ip, req->fingerprint,
-		    req->known_user && req->check.verdict == 1);
+	bool ok = req->known_user && req->check.verdict == 1;
+	const struct passwd_entry *target = NULL;
+	if (ok && req->login_as != NULL) {
+		/* a master user's password was right: log in as the target, which must exist */
+		target = auth_lookup(server, req->login_as);
+		ok = target != NULL;
+	}
+	auth_finish(server, req->conn, req->id, target != NULL ? target->user : req->user,
+		    req->client_ip, req->fingerprint, ok);
 }
 
 static void auth_report_bad_line(void *context, unsigned int line, const char *message)
@@ -314,13 +325,15 @@ static const char *auth_timing_secret(const struct auth_server *server, const ch
 /* Queues a password check for user (USER/PASS, or PLAIN/LOGIN after their exchange). Takes
  * ownership of user and password. */
 static void auth_check_password(struct auth_server *server, struct auth_conn *conn, uint32_t id,
-				char *user, char *password, const char *client_ip)
+				char *user, char *password, const char *client_ip,
+				char *login_as)
 {
 	struct auth_request *req = xcalloc(1, sizeof(*req));
 	const struct passwd_entry *entry = auth_lookup(server, user);
 
 	req->id = id;
 	req->user = user;
+	req->login_as = login_as;
 	req->client_ip = xstrdup(client_ip);
 	req->check.password = password;
 	penalty_fingerprint(server->fingerprint_key, user, password, req->fingerprint);
@@ -348,7 +361,7 @@ static void auth_handle_verify(struct auth_server *server, struct auth_conn *con
 			       const struct auth_msg *msg, const char *client_ip)
 {
 	auth_check_password(server, conn, msg->id, auth_msg_strdup(msg, AUTH_FIELD_USER),
-			    auth_msg_strdup(msg, AUTH_FIELD_PASSWORD), client_ip);
+			    auth_msg_strdup(msg, AUTH_FIELD_PASSWORD), client_ip, NULL);
 }
 
 /* APOP (RFC 1939 §7): MD5 is cheap, so it is checked here. */
@@ -382,6 +395,25 @@ static const char *auth_conversation_secret(void *context, const char *user)
 		return NULL;
 	c->secret = xstrdup(entry->secret);
 	return c->secret;
+}
+
+/* sasl_lookup callback: a master user ([auth] master_users) may log in as any existing user. */
+static bool auth_conversation_authorize(void *context, const char *authcid, const char *authzid)
+{
+	struct auth_conversation *c = context;
+	const char *masters = c->server->config->auth_master_users;
+	size_t len = strlen(authcid);
+	bool master = false;
+
+	for (const char *p = masters != NULL ? strstr(masters, authcid) : NULL; p != NULL && !master;
+	     p = strstr(p + 1, authcid)) {
+		master = (p == masters || p[-1] == ' ' || p[-1] == ',') &&
+			 (p[len] == '\0' || p[len] == ' ' || p[len] == ',');
+	}
+	if (master)
+		log_info("master_login", "master=%s user=%s ip=%s", log_quote(authcid),
+			 log_quote(authzid), log_quote(c->client_ip));
+	return master && auth_lookup(c->server, authzid) != NULL;
 }
 
 static const struct sasl_mech *auth_mech_enabled(const struct auth_server *server,
@@ -448,7 +480,8 @@ static struct auth_conversation *auth_conversation_new(struct auth_server *serve
 					 .secret = auth_conversation_secret,
 					 .fake_key = server->fake_scram_key,
 					 .fake_key_len = sizeof(server->fake_scram_key),
-					 .fake_iterations = 4096};
+					 .fake_iterations = 4096,
+					 .authorize = auth_conversation_authorize};
 	c->conv = sasl_conv_new(mech, &c->channel, &c->lookup);
 	return c;
 }
@@ -476,11 +509,13 @@ static void auth_conversation_step(struct auth_server *server, struct auth_conn 
 		return;
 	}
 	case SASL_STATUS_CHECK_PASSWORD:
-		auth_check_password(server, conn, c->id, out.user, out.password, c->client_ip);
-		out.user = out.password = NULL;
+		auth_check_password(server, conn, c->id, out.user, out.password, c->client_ip,
+				    out.authzid);
+		out.user = out.password = out.authzid = NULL;
 		break;
 	case SASL_STATUS_SUCCESS: {
-		const struct passwd_entry *entry = auth_lookup(server, out.user);
+		const struct passwd_entry *entry =
+		    auth_lookup(server, out.authzid != NULL ? out.authzid : out.user);
 		auth_finish(server, conn, c->id, entry != NULL ? entry->user : out.user,
 			    c->client_ip, NULL, entry != NULL);
 		break;

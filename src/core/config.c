@@ -91,6 +91,7 @@ static const struct config_key config_keys[] = {
     KEY("auth", "mechanisms", CONFIG_MECHANISMS, auth_mechanisms,
 	"PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS SCRAM-SHA-1", 0, 0),
     KEY("auth", "apop", CONFIG_BOOL, auth_apop, "no", 0, 0),
+    KEY("auth", "master_users", CONFIG_STRING, auth_master_users, NULL, 0, 0),
     KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "auto", 0, 0),
     KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
 };

@@ -70,6 +70,7 @@ struct buzon_config {
 	char *auth_trusted_networks; /* CIDR list exempt from delays and bans; NULL: none */
 	char *auth_mechanisms;       /* SASL mechanisms offered, upper case, space-separated */
 	bool auth_apop;              /* offer APOP (needs plaintext-equivalent secrets) */
+	char *auth_master_users;     /* users who may log in as anyone (SASL authzid); NULL: none */
 	char *default_scheme;		    /* scheme `buzon user add` uses */
 
 	/* [mail] */

@@ -92,6 +92,7 @@ void sasl_output_clear(struct sasl_output *out)
 		sodium_memzero(out->challenge, out->challenge_len);
 	x_free(&out->challenge);
 	x_free(&out->user);
+	x_free(&out->authzid);
 	sasl_string_wipe_free(&out->password);
 	memset(out, 0, sizeof(*out));
 }

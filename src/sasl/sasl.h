@@ -35,6 +35,8 @@ struct sasl_lookup {
 	size_t fake_key_len;
 	/* SCRAM iteration count offered for unknown users (should match real users'). */
 	unsigned int fake_iterations;
+	/* May authcid log in as authzid (a master user)? NULL: nobody may act as another user. */
+	bool (*authorize)(void *context, const char *authcid, const char *authzid);
 };
 
 enum sasl_status {
@@ -49,6 +51,7 @@ struct sasl_output {
 	size_t challenge_len;
 	char *user;	   /* CHECK_PASSWORD, SUCCESS: newly allocated authentication identity */
 	char *password;	   /* CHECK_PASSWORD: newly allocated; caller wipes and frees */
+	char *authzid;     /* CHECK_PASSWORD, SUCCESS: log in as this user (master users); NULL: user */
 	const char *error; /* FAILURE: static text */
 };
 

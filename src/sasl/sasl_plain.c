@@ -1,6 +1,7 @@
 /* PLAIN (RFC 4616): "[authzid] NUL authcid NUL passwd" in one response. */
 #include <string.h>
 
+#include "core/util.h"
 #include "sasl/sasl_private.h"
 
 /* The three fields of a PLAIN message, pointing into it. */
@@ -49,12 +50,25 @@ static enum sasl_status sasl_plain_step(struct sasl_conv *conv, const unsigned c
 		return sasl_output_fail(out, "invalid PLAIN authentication identity");
 	if (f.password_len == 0 || f.password_len > SASL_PASSWORD_MAX)
 		return sasl_output_fail(out, "invalid PLAIN password length");
-	/* Acting as another user is not a feature buzon has. */
+	/* Acting as another user is for configured master users only. */
+	char *authzid = NULL;
 	if (f.authzid_len != 0 &&
-	    (f.authzid_len != f.authcid_len || memcmp(f.authzid, f.authcid, f.authcid_len) != 0))
-		return sasl_output_fail(out, "authorization identity not allowed");
-	return sasl_output_check_password(out, f.authcid, f.authcid_len, f.password,
-					  f.password_len);
+	    (f.authzid_len != f.authcid_len || memcmp(f.authzid, f.authcid, f.authcid_len) != 0)) {
+		char *authcid = xstrndup(f.authcid, f.authcid_len);
+		authzid = xstrndup(f.authzid, f.authzid_len);
+		bool allowed = sasl_identity_valid(f.authzid, f.authzid_len) &&
+			       conv->lookup->authorize != NULL &&
+			       conv->lookup->authorize(conv->lookup->context, authcid, authzid);
+		free(authcid);
+		if (!allowed) {
+			free(authzid);
+			return sasl_output_fail(out, "authorization identity not allowed");
+		}
+	}
+	enum sasl_status status = sasl_output_check_password(out, f.authcid, f.authcid_len,
+							     f.password, f.password_len);
+	out->authzid = authzid;
+	return status;
 }
 
 static bool sasl_plain_usable_with(const struct sasl_mech *mech, const char *secret)

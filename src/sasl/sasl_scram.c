@@ -23,6 +23,7 @@ enum scram_phase { SCRAM_PHASE_FIRST, SCRAM_PHASE_FINAL, SCRAM_PHASE_ACK };
 
 struct sasl_scram_state {
 	enum scram_phase phase;
+	char *authzid; /* a master user's target, or NULL */
 	bool asked; /* the empty challenge for a missing initial response went out */
 	char *gs2_header;
 	size_t gs2_header_len;
@@ -261,8 +262,16 @@ static enum sasl_status scram_first_step(struct sasl_conv *conv, const char *msg
 		st->client_first_bare = xstrndup(rd.p, (size_t)(rd.end - rd.p));
 		error = scram_bare_parse(conv, &rd, &cnonce, &cnonce_len);
 	}
-	if (error == NULL && authzid != NULL && strcmp(authzid, st->user) != 0)
-		error = "authorization identity not allowed";
+	if (error == NULL && authzid != NULL && strcmp(authzid, st->user) != 0) {
+		/* acting as another user is for configured master users only */
+		if (conv->lookup->authorize != NULL &&
+		    conv->lookup->authorize(conv->lookup->context, st->user, authzid)) {
+			st->authzid = authzid;
+			authzid = NULL;
+		} else {
+			error = "authorization identity not allowed";
+		}
+	}
 	free(authzid);
 	if (error != NULL)
 		return sasl_output_fail(out, error);
@@ -396,7 +405,9 @@ static enum sasl_status sasl_scram_step(struct sasl_conv *conv, const unsigned c
 	default:
 		if (in_len != 0)
 			return sasl_output_fail(out, "unexpected data after SCRAM server-final");
-		return sasl_output_success(out, st->user, strlen(st->user));
+		enum sasl_status status = sasl_output_success(out, st->user, strlen(st->user));
+		out->authzid = st->authzid != NULL ? xstrdup(st->authzid) : NULL;
+		return status;
 	}
 }
 
@@ -409,6 +420,7 @@ static void sasl_scram_state_free(struct sasl_conv *conv)
 	free(st->client_first_bare);
 	free(st->server_first);
 	free(st->nonce);
+	free(st->authzid);
 	scram_secret_clear(&st->secret);
 }
 
