@@ -112,6 +112,8 @@ static void auth_client_deliver(struct auth_client *client, const struct auth_ms
 	if (final) {
 		reply.result = (enum auth_result)auth_msg_u32(msg, AUTH_FIELD_RESULT, 0);
 		reply.delay_ms = auth_msg_u32(msg, AUTH_FIELD_DELAY_MS, 0);
+		reply.quota_bytes = auth_msg_u64(msg, AUTH_FIELD_QUOTA_BYTES, 0);
+		reply.quota_messages = auth_msg_u64(msg, AUTH_FIELD_QUOTA_MESSAGES, 0);
 		user = auth_msg_strdup(msg, AUTH_FIELD_USER);
 		location = auth_msg_strdup(msg, AUTH_FIELD_LOCATION);
 		if (reply.result == AUTH_RESULT_OK && (user == NULL || location == NULL))

@@ -20,6 +20,8 @@ struct auth_reply {
 	const char *user;     /* RESULT OK: the canonical user name */
 	const char *location; /* RESULT OK: the mailbox location */
 	uint32_t delay_ms;    /* RESULT failures: wait this long before answering the client */
+	uint64_t quota_bytes; /* RESULT of a LOOKUP: the user's limits, 0 for none */
+	uint64_t quota_messages;
 	const unsigned char *challenge;
 	size_t challenge_len;
 };

@@ -8,7 +8,7 @@
 #define HEADER_LEN 8
 #define FIELD_HEADER_LEN 3
 
-enum field_kind { FIELD_STRING, FIELD_BYTES, FIELD_U32 };
+enum field_kind { FIELD_STRING, FIELD_BYTES, FIELD_U32, FIELD_U64 };
 
 static const enum field_kind field_kinds[AUTH_FIELD_COUNT] = {
 	[AUTH_FIELD_USER] = FIELD_STRING,       [AUTH_FIELD_PASSWORD] = FIELD_STRING,
@@ -19,6 +19,7 @@ static const enum field_kind field_kinds[AUTH_FIELD_COUNT] = {
 	[AUTH_FIELD_DIGEST] = FIELD_STRING,     [AUTH_FIELD_CHALLENGE] = FIELD_BYTES,
 	[AUTH_FIELD_RESULT] = FIELD_U32,        [AUTH_FIELD_LOCATION] = FIELD_STRING,
 	[AUTH_FIELD_DELAY_MS] = FIELD_U32,
+	[AUTH_FIELD_QUOTA_BYTES] = FIELD_U64,    [AUTH_FIELD_QUOTA_MESSAGES] = FIELD_U64,
 };
 
 #define F(tag) (1u << (tag))
@@ -38,8 +39,10 @@ static const struct {
 				   F(AUTH_FIELD_CLIENT_IP) | F(AUTH_FIELD_FLAGS),
 			   0},
 	[AUTH_MSG_CHALLENGE] = {F(AUTH_FIELD_CHALLENGE), 0},
+	[AUTH_MSG_LOOKUP] = {F(AUTH_FIELD_USER), 0},
 	[AUTH_MSG_RESULT] = {F(AUTH_FIELD_RESULT),
-			     F(AUTH_FIELD_USER) | F(AUTH_FIELD_LOCATION) | F(AUTH_FIELD_DELAY_MS)},
+			     F(AUTH_FIELD_USER) | F(AUTH_FIELD_LOCATION) | F(AUTH_FIELD_DELAY_MS) |
+				 F(AUTH_FIELD_QUOTA_BYTES) | F(AUTH_FIELD_QUOTA_MESSAGES)},
 };
 
 static void put_u16(unsigned char *p, uint16_t v)
@@ -119,6 +122,8 @@ static int field_value_ok(enum auth_field tag, const unsigned char *data, size_t
 		return len == 0 || memchr(data, '\0', len) == NULL;
 	case FIELD_U32:
 		return len == 4;
+	case FIELD_U64:
+		return len == 8;
 	case FIELD_BYTES:
 		return 1;
 	}
@@ -162,6 +167,24 @@ char *auth_msg_strdup(const struct auth_msg *msg, enum auth_field tag)
 	const struct auth_field_value *v = &msg->fields[tag];
 
 	return v->present ? xstrndup((const char *)v->data, v->len) : NULL;
+}
+
+void auth_msg_add_u64(struct auth_msg_builder *b, enum auth_field tag, uint64_t value)
+{
+	unsigned char raw[8];
+
+	put_u32(raw, (uint32_t)(value & 0xffffffffu));
+	put_u32(raw + 4, (uint32_t)(value >> 32));
+	auth_msg_add_bytes(b, tag, raw, sizeof(raw));
+}
+
+uint64_t auth_msg_u64(const struct auth_msg *msg, enum auth_field tag, uint64_t fallback)
+{
+	const struct auth_field_value *v = &msg->fields[tag];
+
+	if (!v->present || v->len != 8)
+		return fallback;
+	return (uint64_t)get_u32(v->data) | ((uint64_t)get_u32(v->data + 4) << 32);
 }
 
 uint32_t auth_msg_u32(const struct auth_msg *msg, enum auth_field tag, uint32_t fallback)

@@ -27,6 +27,7 @@ enum auth_msg_type {
 	AUTH_MSG_SASL_CONTINUE, /* a client response: RESPONSE */
 	AUTH_MSG_SASL_ABORT,   /* the client sent "*" or went away */
 	AUTH_MSG_APOP,         /* APOP: USER, TIMESTAMP, DIGEST, CLIENT */
+	AUTH_MSG_LOOKUP,       /* LMTP RCPT: USER (an address); no password */
 	/* auth -> worker */
 	AUTH_MSG_CHALLENGE, /* SASL: send CHALLENGE to the client and wait for a response */
 	AUTH_MSG_RESULT,    /* RESULT; with OK also USER and LOCATION; DELAY_MS on failures */
@@ -49,6 +50,8 @@ enum auth_field {
 	AUTH_FIELD_RESULT,       /* u32: enum auth_result */
 	AUTH_FIELD_LOCATION,     /* string: the mailbox location, e.g. "maildir:/var/mail/x" */
 	AUTH_FIELD_DELAY_MS,     /* u32: wait this long before telling the client it failed */
+	AUTH_FIELD_QUOTA_BYTES,  /* u64: LOOKUP result: storage limit, 0 for none */
+	AUTH_FIELD_QUOTA_MESSAGES, /* u64: LOOKUP result: message limit, 0 for none */
 	AUTH_FIELD_COUNT
 };
 
@@ -95,14 +98,18 @@ size_t auth_msg_finish(struct auth_msg_builder *b);
 /* Wipes the buffer (it may have held a password). */
 void auth_msg_wipe(struct auth_msg_builder *b);
 
+void auth_msg_add_u64(struct auth_msg_builder *b, enum auth_field tag, uint64_t value);
+
 /* Decodes and validates a datagram: version, known type, known tags each at most once, lengths
  * that add up exactly, the fields the type requires present and no field it does not allow, no
- * NUL in string fields, u32 fields of 4 bytes. Returns 0, or -1 for anything malformed. */
+ * NUL in string fields, u32/u64 fields of 4/8 bytes. Returns 0, or -1 for anything malformed. */
 int auth_msg_decode(const void *buf, size_t len, struct auth_msg *msg_r);
 
 /* A present field as a newly allocated NUL-terminated string, or NULL if absent. */
 char *auth_msg_strdup(const struct auth_msg *msg, enum auth_field tag);
 /* A u32 field's value, or fallback if absent. */
 uint32_t auth_msg_u32(const struct auth_msg *msg, enum auth_field tag, uint32_t fallback);
+/* A u64 field's value, or fallback if absent. */
+uint64_t auth_msg_u64(const struct auth_msg *msg, enum auth_field tag, uint64_t fallback);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "auth/auth_hasher.h"
 #include "auth/penalty.h"
+#include "auth/recipient.h"
 #include "auth/saslprep.h"
 #include "auth/scheme_policy.h"
 #include "auth/auth_proto.h"
@@ -381,6 +382,37 @@ static void auth_handle_apop(struct auth_server *server, struct auth_conn *conn,
 	free(digest);
 }
 
+/* LMTP RCPT TO: the user whose name is the address, else the one named by its local part. No
+ * password, so no penalty either: the MTA asks, not a client. */
+static void auth_handle_lookup(struct auth_server *server, struct auth_conn *conn,
+			       const struct auth_msg *msg)
+{
+	char *address = auth_msg_strdup(msg, AUTH_FIELD_USER);
+	const struct passwd_entry *entry = recipient_lookup(&server->db, address);
+
+	free(address);
+	if (entry == NULL) {
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		return;
+	}
+	char *location = config_expand_location(server->config->mail_location, entry->user);
+	if (location == NULL) {
+		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		return;
+	}
+	uint64_t bytes, messages;
+	recipient_quota(server->config, entry, &bytes, &messages);
+	struct auth_msg_builder b;
+	auth_msg_begin(&b, AUTH_MSG_RESULT, msg->id);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, AUTH_RESULT_OK);
+	auth_msg_add_str(&b, AUTH_FIELD_USER, entry->user);
+	auth_msg_add_str(&b, AUTH_FIELD_LOCATION, location);
+	auth_msg_add_u64(&b, AUTH_FIELD_QUOTA_BYTES, bytes);
+	auth_msg_add_u64(&b, AUTH_FIELD_QUOTA_MESSAGES, messages);
+	auth_send(conn, &b);
+	free(location);
+}
+
 /* sasl_lookup callback: the conversation keeps its own copy of the secret. */
 static const char *auth_conversation_secret(void *context, const char *user)
 {
@@ -573,6 +605,11 @@ static void auth_handle_message(struct auth_server *server, struct auth_conn *co
 			auth_conversation_free(&c);
 	} else if (msg->type == AUTH_MSG_SASL_CONTINUE) {
 		auth_handle_sasl_continue(server, conn, msg);
+	} else if (msg->type == AUTH_MSG_LOOKUP) {
+		if (auth_db_refresh(server) < 0)
+			auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		else
+			auth_handle_lookup(server, conn, msg);
 	} else if (client_ip != NULL &&
 		   penalty_is_banned(server->penalties, client_ip, auth_now_ms(), NULL)) {
 		auth_send_result(conn, msg->id, AUTH_RESULT_BANNED, NULL, NULL, 0);
@@ -614,7 +651,7 @@ static void auth_conn_readable(struct auth_server *server, size_t index)
 		auth_conn_close(server, index);
 		return;
 	}
-	if (auth_msg_decode(buf, (size_t)len, &msg) < 0 || msg.type > AUTH_MSG_APOP) {
+	if (auth_msg_decode(buf, (size_t)len, &msg) < 0 || msg.type > AUTH_MSG_LOOKUP) {
 		log_warn("auth_request_malformed", "bytes=%zd", len);
 		auth_conn_close(server, index);
 	} else {

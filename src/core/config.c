@@ -36,6 +36,8 @@ enum config_type {
 	CONFIG_MECHANISMS,
 	CONFIG_NETWORKS,
 	CONFIG_SNI,
+	CONFIG_SIZE,
+	CONFIG_LMTP_LISTEN,
 	CONFIG_LOCATION,
 	CONFIG_SCHEME,
 };
@@ -94,6 +96,12 @@ static const struct config_key config_keys[] = {
     KEY("auth", "master_users", CONFIG_STRING, auth_master_users, NULL, 0, 0),
     KEY("auth", "default_scheme", CONFIG_SCHEME, default_scheme, "auto", 0, 0),
     KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
+    KEY("mail", "quota_bytes", CONFIG_SIZE, quota_bytes, "0", 0, 0),
+    KEY("mail", "quota_messages", CONFIG_SIZE, quota_messages, "0", 0, 0),
+    KEY("lmtp", "listen", CONFIG_LMTP_LISTEN, lmtp_listens, NULL, 0, 0),
+    KEY("lmtp", "max_message_size", CONFIG_SIZE, lmtp_max_message_size, "50M", 0, 0),
+    KEY("lmtp", "quota_full_tempfail", CONFIG_BOOL, lmtp_quota_full_tempfail, "no", 0, 0),
+    KEY("lmtp", "hostname", CONFIG_STRING, lmtp_hostname, NULL, 0, 0),
 };
 
 struct config_parse_state {
@@ -215,6 +223,36 @@ static int config_set_mechanisms(char **field, const struct config_key *key, con
 	free(*field);
 	*field = out;
 	return 0;
+}
+
+/* [lmtp] listen: "unix:/path" or HOST:PORT items, comma separated. */
+static int config_set_lmtp_listen(struct buzon_config *config, const char *value, char **error_r)
+{
+	char *copy = xstrdup(value), *saveptr = NULL;
+	int ret = 0;
+
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && ret == 0;
+	     item = strtok_r(NULL, ",", &saveptr)) {
+		item = str_trim(item);
+		if (strncmp(item, "unix:", 5) == 0) {
+			if (item[5] != '/' || strlen(item + 5) >= 108) {
+				*error_r = xasprintf("lmtp listen: '%s' needs an absolute path of at "
+						     "most 107 characters",
+						     item);
+				ret = -1;
+				break;
+			}
+			config->lmtp_unix_paths = xrealloc(
+			    config->lmtp_unix_paths,
+			    (config->lmtp_unix_count + 1) * sizeof(*config->lmtp_unix_paths));
+			config->lmtp_unix_paths[config->lmtp_unix_count++] = xstrdup(item + 5);
+		} else if (*item != '\0') {
+			ret = config_set_listen(&config->lmtp_listens, &config->lmtp_listen_count, item,
+						error_r);
+		}
+	}
+	free(copy);
+	return ret;
 }
 
 /* [tls] sni: NAME=CERT:KEY entries separated by commas; each path absolute. */
@@ -361,6 +399,14 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		return config_set_mechanisms((char **)field, key, value, error_r);
 	case CONFIG_SNI:
 		return config_set_sni((char **)field, key, value, error_r);
+	case CONFIG_SIZE:
+		if (str_parse_size(value, (uint64_t *)field) < 0) {
+			*error_r = xasprintf("%s must be a size such as 0, 10M or 2G", key->name);
+			return -1;
+		}
+		return 0;
+	case CONFIG_LMTP_LISTEN:
+		return config_set_lmtp_listen(config, value, error_r);
 	case CONFIG_NETWORKS: {
 		struct net_list *list = NULL;
 		if (net_list_parse(value, &list, error_r) < 0)
@@ -427,7 +473,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 	size_t index = (size_t)(key - config_keys);
 	bool append = state->seen[index] && config_key_is_list(key->type);
 	if (state->seen[index] && !append && key->type != CONFIG_LISTEN &&
-	    key->type != CONFIG_LISTEN_TLS) {
+	    key->type != CONFIG_LISTEN_TLS && key->type != CONFIG_LMTP_LISTEN) {
 		state->error = xasprintf("%s is set twice in [%s]", name, section);
 		return 0;
 	}
@@ -523,6 +569,12 @@ void config_free(struct buzon_config **configp)
 	for (size_t i = 0; i < config->listen_tls_count; i++)
 		free(config->listens_tls[i].text);
 	free(config->listens_tls);
+	for (size_t i = 0; i < config->lmtp_listen_count; i++)
+		free(config->lmtp_listens[i].text);
+	free(config->lmtp_listens);
+	for (size_t i = 0; i < config->lmtp_unix_count; i++)
+		free(config->lmtp_unix_paths[i]);
+	free(config->lmtp_unix_paths);
 	free(config->path);
 	free(config);
 	*configp = NULL;
@@ -577,6 +629,16 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_LISTEN_TLS:
 		for (size_t i = 0; i < config->listen_tls_count; i++)
 			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens_tls[i].text);
+		break;
+	case CONFIG_LMTP_LISTEN:
+		for (size_t i = 0; i < config->lmtp_unix_count; i++)
+			fprintf(out, "%sunix:%s", i > 0 ? ", " : "", config->lmtp_unix_paths[i]);
+		for (size_t i = 0; i < config->lmtp_listen_count; i++)
+			fprintf(out, "%s%s", i + config->lmtp_unix_count > 0 ? ", " : "",
+				config->lmtp_listens[i].text);
+		break;
+	case CONFIG_SIZE:
+		fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)field);
 		break;
 	case CONFIG_CLEARTEXT: {
 		static const char *const names[] = {"never", "loopback", "always"};

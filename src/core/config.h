@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -75,6 +76,17 @@ struct buzon_config {
 
 	/* [mail] */
 	char *mail_location; /* template after "maildir:" with %u %n %d */
+	uint64_t quota_bytes;    /* default storage limit per user; 0: none */
+	uint64_t quota_messages; /* default message limit per user; 0: none */
+
+	/* [lmtp] */
+	struct config_listen *lmtp_listens; /* TCP addresses */
+	size_t lmtp_listen_count;
+	char **lmtp_unix_paths; /* UNIX socket paths (listen = unix:/path) */
+	size_t lmtp_unix_count;
+	uint64_t lmtp_max_message_size; /* SIZE (RFC 1870) */
+	bool lmtp_quota_full_tempfail;  /* 452 4.2.2 instead of 552 5.2.2 */
+	char *lmtp_hostname;            /* in the greeting and LHLO reply */
 };
 
 /* Reads path into a newly allocated config. On error returns NULL and sets *error_r to a newly

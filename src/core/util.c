@@ -124,6 +124,31 @@ int str_parse_duration(const char *s, unsigned int *seconds_r)
 	return 0;
 }
 
+int str_parse_size(const char *s, uint64_t *bytes_r)
+{
+	static const char units[] = "KMGT";
+	size_t len = strlen(s);
+	unsigned long long value, factor = 1;
+
+	if (len == 0)
+		return -1;
+	const char *unit = strchr(units, s[len - 1] & ~0x20);
+	if (s[len - 1] >= 'A' && unit != NULL && *unit != '\0') {
+		for (const char *u = units; u <= unit; u++)
+			factor *= 1024;
+		len--;
+	}
+	char digits[32];
+	if (len == 0 || len >= sizeof(digits))
+		return -1;
+	memcpy(digits, s, len);
+	digits[len] = '\0';
+	if (str_parse_uint(digits, 0, UINT64_MAX / factor, &value) < 0)
+		return -1;
+	*bytes_r = value * factor;
+	return 0;
+}
+
 int str_parse_bool(const char *s, bool *value_r)
 {
 	static const char *const yes[] = {"yes", "true", "on", "1"};

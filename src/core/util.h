@@ -42,6 +42,10 @@ int str_parse_uint(const char *s, unsigned long long min, unsigned long long max
 /* Parses a duration such as "600", "90s", "10m", "2h", "7d" into seconds. Returns -1 if invalid. */
 int str_parse_duration(const char *s, unsigned int *seconds_r);
 
+/* Parses a size such as "0", "512", "10K", "50M", "2G", "1T" (powers of 1024) into bytes.
+ * Returns -1 if invalid. */
+int str_parse_size(const char *s, uint64_t *bytes_r);
+
 /* Parses yes/no/true/false/on/off/1/0. Returns -1 if invalid. */
 int str_parse_bool(const char *s, bool *value_r);
 
