@@ -11,6 +11,8 @@ int cli_check_config_main(int argc, char **argv);
 int cli_user_main(int argc, char **argv);
 /* buzon hash [--scheme S] [--password-stdin] */
 int cli_hash_main(int argc, char **argv);
+/* buzon deliver [-c FILE] -u USER [-f SENDER]: delivers stdin; exit codes per sysexits.h */
+int cli_deliver_main(int argc, char **argv);
 
 /* The default config path when -c is not given. */
 #define CLI_DEFAULT_CONFIG "/etc/buzon/buzon.conf"

@@ -16,6 +16,7 @@ static const struct cli_command cli_commands[] = {
     {"check-config", cli_check_config_main, "validate and print the effective config"},
     {"user", cli_user_main, "add, passwd, del or list users in the passwd-file"},
     {"hash", cli_hash_main, "print a password hash for the passwd-file"},
+    {"deliver", cli_deliver_main, "deliver one message from stdin (for an MTA)"},
 };
 
 static void cli_usage(FILE *out)

@@ -17,6 +17,8 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@
 #include "net/ip_limit.h"
 #include "net/netlist.h"
 #include "net/listener.h"
+#include "lmtp/lmtp.h"
 #include "net/tls.h"
 #include "pop3/worker.h"
 
@@ -59,6 +62,11 @@ struct master {
 	int *worker_ctl_fds; /* master's end of each worker's control channel (TLS reloads) */
 	time_t *worker_started;
 	pid_t auth_pid;
+	/* the LMTP process, when [lmtp] listen is set: its sockets (UNIX then TCP), pid, start */
+	int *lmtp_fds;
+	size_t lmtp_fd_count;
+	pid_t lmtp_pid;
+	time_t lmtp_started;
 	int auth_control_fd;
 	int signal_fd;
 	struct ip_limit *ip_limit;
@@ -125,6 +133,7 @@ static void master_free(struct master *master)
 	tls_material_clear(&master->tls);
 	free(master->worker_pids);
 	free(master->worker_ctl_fds);
+	free(master->lmtp_fds);
 	free(master->worker_started);
 	free(master->mail_identity.name);
 	free(master->auth_identity.name);
@@ -158,6 +167,12 @@ static void master_close_ctl_fds(struct master *master)
 	}
 }
 
+static void master_close_lmtp_fds(struct master *master)
+{
+	for (size_t i = 0; i < master->lmtp_fd_count; i++)
+		close(master->lmtp_fds[i]);
+}
+
 static void master_close_listeners(struct master *master, int keep_row)
 {
 	size_t per = master->listen_per_worker;
@@ -187,6 +202,7 @@ static int master_spawn_auth(struct master *master)
 		close(pair[0]);
 		master_close_listeners(master, -1);
 		master_close_ctl_fds(master);
+		master_close_lmtp_fds(master);
 		log_set_role("auth");
 		identity_drop(&master->auth_identity);
 		/* same-user workers must not be able to ptrace this process to read hashes */
@@ -235,6 +251,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		close(master->auth_control_fd);
 		close(ctl[0]);
 		master_close_ctl_fds(master);
+		master_close_lmtp_fds(master);
 		master_close_listeners(master, (int)index);
 		snprintf(role, sizeof(role), "pop3/%u", index);
 		log_set_role(role);
@@ -328,12 +345,101 @@ static int master_load_tls(struct master *master, char **error_r)
 	return 0;
 }
 
+/* A UNIX listening socket for LMTP: a stale socket file from an earlier run is replaced; mode
+ * 0666 so that the MTA's delivery agent (another user) can connect, as Dovecot does. */
+static int master_open_unix(const char *path, char **error_r)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct stat st;
+	char *dir = xstrdup(path);
+
+	*strrchr(dir, '/') = '\0';
+	if (dir[0] != '\0' && mkdir_parents(dir, 0755) < 0) {
+		*error_r = xasprintf("cannot create %s: %s", dir, strerror(errno));
+		free(dir);
+		return -1;
+	}
+	free(dir);
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    chmod(path, 0666) < 0 || listen(fd, 1024) < 0) {
+		*error_r = xasprintf("cannot listen on unix:%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int master_open_lmtp(struct master *master, char **error_r)
+{
+	const struct buzon_config *config = master->config;
+	size_t count = config->lmtp_unix_count + config->lmtp_listen_count;
+
+	master->lmtp_fds = xcalloc(count, sizeof(int));
+	for (size_t i = 0; i < config->lmtp_unix_count; i++) {
+		int fd = master_open_unix(config->lmtp_unix_paths[i], error_r);
+		if (fd < 0)
+			return -1;
+		master->lmtp_fds[master->lmtp_fd_count++] = fd;
+	}
+	for (size_t i = 0; i < config->lmtp_listen_count; i++) {
+		if (listener_probe(&config->lmtp_listens[i], error_r) < 0)
+			return -1;
+		int fd = listener_open(&config->lmtp_listens[i], error_r);
+		if (fd < 0)
+			return -1;
+		master->lmtp_fds[master->lmtp_fd_count++] = fd;
+	}
+	return 0;
+}
+
+static int master_spawn_lmtp(struct master *master)
+{
+	int pair[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return -1;
+	if (auth_server_send_fd(master->auth_control_fd, pair[0]) < 0)
+		log_error("auth_handoff_failed", "child=lmtp error=%s", log_quote(strerror(errno)));
+	close(pair[0]);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pair[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		child_reset_signals(master);
+		close(master->auth_control_fd);
+		master_close_listeners(master, -1);
+		master_close_ctl_fds(master);
+		log_set_role("lmtp");
+		identity_drop(&master->mail_identity);
+		struct lmtp_worker_setup setup = {.listen_fds = master->lmtp_fds,
+						  .listen_count = master->lmtp_fd_count,
+						  .auth_fd = pair[1]};
+		int status = lmtp_worker_main(master->config, &setup);
+		master_free(master);
+		exit(status);
+	}
+	close(pair[1]);
+	master->lmtp_pid = pid;
+	master->lmtp_started = time(NULL);
+	log_info("lmtp_spawned", "pid=%d", (int)pid);
+	return 0;
+}
+
 static void master_signal_workers(struct master *master, int sig)
 {
 	for (unsigned int w = 0; w < master->worker_count; w++) {
 		if (master->worker_pids[w] > 0)
 			kill(master->worker_pids[w], sig);
 	}
+	if (master->lmtp_pid > 0)
+		kill(master->lmtp_pid, sig);
 }
 
 static void master_signal_children(struct master *master, int sig)
@@ -360,16 +466,12 @@ static bool master_has_workers(const struct master *master)
 		if (master->worker_pids[w] > 0)
 			return true;
 	}
-	return false;
+	return master->lmtp_pid > 0;
 }
 
 static bool master_has_children(const struct master *master)
 {
-	for (unsigned int w = 0; w < master->worker_count; w++) {
-		if (master->worker_pids[w] > 0)
-			return true;
-	}
-	return master->auth_pid > 0;
+	return master_has_workers(master) || master->auth_pid > 0;
 }
 
 static void master_log_exit(const char *what, pid_t pid, int status, bool expected)
@@ -408,9 +510,20 @@ static void master_reap(struct master *master)
 			master_respawn_pause(0);
 			if (master_spawn_auth(master) < 0)
 				fatal("cannot restart the auth process: %s", strerror(errno));
-			for (unsigned int w = 0; w < master->worker_count; w++)
-				if (master->worker_pids[w] > 0)
-					kill(master->worker_pids[w], SIGTERM);
+			master_signal_workers(master, SIGTERM);
+			continue;
+		}
+		if (pid == master->lmtp_pid) {
+			master_log_exit("lmtp", pid, status, master->stopping);
+			master->lmtp_pid = 0;
+			if (master->stopping) {
+				if (!master_has_workers(master))
+					master_stop_auth(master);
+				continue;
+			}
+			master_respawn_pause(master->lmtp_started);
+			if (master_spawn_lmtp(master) < 0)
+				log_error("lmtp_respawn_failed", "error=%s", log_quote(strerror(errno)));
 			continue;
 		}
 		for (unsigned int w = 0; w < master->worker_count; w++) {
@@ -546,8 +659,8 @@ static int master_start(struct master *master)
 	sigset_t mask;
 
 	if (master_identities(master, &error) < 0 || master_check_penalties(master, &error) < 0 ||
-	    master_load_tls(master, &error) < 0 ||
-	    master_open_listeners(master, &error) < 0) {
+	    master_load_tls(master, &error) < 0 || master_open_listeners(master, &error) < 0 ||
+	    master_open_lmtp(master, &error) < 0) {
 		fprintf(stderr, "buzon: %s\n", error);
 		log_error("start_failed", "error=%s", log_quote(error));
 		free(error);
@@ -571,6 +684,8 @@ static int master_start(struct master *master)
 		if (master_spawn_worker(master, w) < 0)
 			fatal("cannot start worker %u: %s", w, strerror(errno));
 	}
+	if (master->lmtp_fd_count > 0 && master_spawn_lmtp(master) < 0)
+		fatal("cannot start the LMTP process: %s", strerror(errno));
 	for (size_t i = 0; i < master->listen_per_worker; i++)
 		log_info("listening", "address=%s tls=%s workers=%u",
 			 master_listen_at(master->config, i)->text,

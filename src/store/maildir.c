@@ -7,6 +7,8 @@
  *   buzon-lock         an empty file (0600) held with flock(LOCK_EX) while a session is open.
  *   buzon-uidlist      the UID index, format in uidlist.c, keyed by base name (the name up to
  *                      ':'), which stays the same when flags after ":2," change.
+ *   buzon-quota        quota usage for delivery (quota.h): reset to the snapshot's file sizes
+ *                      at every open, and reduced by what commit() deletes.
  * Message file names in cur/ may carry ",S=<file size>" and ",W=<size with CRLF line ends>" in the
  * base name (written by our delivery and by Dovecot); W= is believed only when S= matches the
  * file, and otherwise the size is counted once and cached in the index. */
@@ -22,6 +24,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "store/quota.h"
 #include "store/store.h"
 #include "store/uidlist.h"
 
@@ -38,6 +41,7 @@
 struct maildir_file {
 	char *name;	 /* current name in cur/; changes when flags are renamed */
 	size_t base_len; /* length of the base name: the part of name before ':' */
+	uint64_t file_size; /* octets on disk, for the quota usage */
 };
 
 struct maildir_mailbox {
@@ -50,6 +54,7 @@ struct maildir_mailbox {
 	struct uidlist *uidlist;
 	struct maildir_file *files; /* box.count of them, in box.messages order */
 	size_t *by_name;	    /* indexes into files sorted by base name; built on first use */
+	uint64_t file_bytes;	    /* sum of the files' sizes on disk */
 };
 
 /* The maildir backend's reader; other backends define their own struct store_reader. */
@@ -458,6 +463,8 @@ static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_s
 		box->total_size += msg->size;
 		mbox->files[i].name = scan->found[i].name;
 		mbox->files[i].base_len = scan->found[i].base_len;
+		mbox->files[i].file_size = scan->found[i].file_size;
+		mbox->file_bytes += scan->found[i].file_size;
 	}
 	x_free(&scan->found);
 	scan->count = 0;
@@ -673,6 +680,19 @@ static void maildir_mailbox_free(struct maildir_mailbox **mboxp)
 	x_free(mboxp);
 }
 
+/* Sets the quota usage to the snapshot, so that a stale or wrong usage heals at every login. A
+ * delivery that lands between the scan of new/ and this write is missed until the next login;
+ * that only lets a mailbox go over its quota by a message or so for a while. */
+static void maildir_quota_reset(struct maildir_mailbox *mbox)
+{
+	char *error;
+
+	if (quota_usage_set(mbox->path, mbox->file_bytes, mbox->box.count, &error) < 0) {
+		log_warn("maildir_quota_failed", "error=%s", log_quote(error));
+		free(error);
+	}
+}
+
 static int maildir_open(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
 			char **error_r)
 {
@@ -693,6 +713,7 @@ static int maildir_open(const char *path, struct store_mailbox **box_r, enum sto
 		maildir_mailbox_free(&mbox);
 		return -1;
 	}
+	maildir_quota_reset(mbox);
 	*box_r = &mbox->box;
 	return 0;
 }
@@ -937,11 +958,25 @@ static void maildir_commit_index(struct maildir_commit *commit, size_t unlinked)
 	}
 }
 
+/* A failed quota update is logged only: the mail is handled, and the usage heals at next login. */
+static void maildir_commit_quota(struct maildir_mailbox *mbox, size_t unlinked, uint64_t bytes)
+{
+	char *error;
+
+	if (unlinked == 0)
+		return;
+	if (quota_usage_add(mbox->path, -(int64_t)bytes, -(int64_t)unlinked, &error) < 0) {
+		log_warn("maildir_quota_failed", "error=%s", log_quote(error));
+		free(error);
+	}
+}
+
 static int maildir_commit_run(struct store_mailbox *box, const struct store_changes *changes,
 			      enum store_error *kind_r, char **error_r)
 {
 	struct maildir_commit commit = {.mbox = (struct maildir_mailbox *)box};
 	size_t unlinked = 0;
+	uint64_t unlinked_bytes = 0;
 
 	commit.unlinked = xcalloc(box->count, sizeof(commit.unlinked[0]));
 	if (changes->deleted != NULL)
@@ -950,9 +985,14 @@ static int maildir_commit_run(struct store_mailbox *box, const struct store_chan
 		maildir_commit_seen(&commit, changes);
 	if (fsync(commit.mbox->cur_fd) < 0)
 		maildir_commit_fail(&commit, "fsync", ".");
-	for (size_t i = 0; i < box->count; i++)
-		unlinked += commit.unlinked[i] ? 1 : 0;
+	for (size_t i = 0; i < box->count; i++) {
+		if (commit.unlinked[i]) {
+			unlinked++;
+			unlinked_bytes += commit.mbox->files[i].file_size;
+		}
+	}
 	maildir_commit_index(&commit, unlinked);
+	maildir_commit_quota(commit.mbox, unlinked, unlinked_bytes);
 	free(commit.unlinked);
 	if (commit.failures == 0)
 		return 0;

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "core/util.h"
+#include "store/quota.h"
 #include "store/store.h"
 #include "store/uidlist.h"
 
@@ -866,6 +867,45 @@ static void test_many_messages_order(void **state)
 	backend->close(&box);
 }
 
+static void assert_quota_usage(const struct fixture *fx, uint64_t bytes, uint64_t messages)
+{
+	uint64_t b = 0, m = 0;
+	char *error = NULL;
+
+	if (quota_usage_get(fx->maildir, &b, &m, &error) < 0)
+		fail_msg("quota_usage_get: %s", error);
+	assert_int_equal(b, bytes);
+	assert_int_equal(m, messages);
+}
+
+/* open() resets the quota usage to the snapshot (file octets, not CRLF sizes); commit() takes off
+ * what it deleted. */
+static void test_quota_usage_open_commit(void **state)
+{
+	struct fixture *fx = *state;
+	char *quota_path = xasprintf("%s/%s", fx->maildir, QUOTA_FILE_NAME);
+
+	create_maildir(fx);
+	put_message(fx, "cur", "1.M1.h:2,", "one\n");	     /* 4 octets */
+	put_message(fx, "new", "2.M1.h,S=6,W=7", "two!\n\n"); /* 6 octets */
+	put_message(fx, "cur", "3.M1.h:2,", "three\r\n");     /* 7 octets */
+	write_path(quota_path, "999999 99\n", 10);		     /* stale */
+	struct store_mailbox *box = open_ok(fx);
+	assert_int_equal(box->count, 3);
+	assert_quota_usage(fx, 17, 3);
+	bool deleted[3] = {0};
+	deleted[index_of_content(box, "two!\n\n")] = true;
+	deleted[index_of_content(box, "one\n")] = true;
+	commit_ok(box, deleted, NULL, false);
+	backend->close(&box);
+	assert_quota_usage(fx, 7, 1);
+
+	/* A damaged usage file is rebuilt from the files on disk. */
+	write_path(quota_path, "garbage", 7);
+	assert_quota_usage(fx, 7, 1);
+	free(quota_path);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -895,6 +935,7 @@ int main(void)
 	    T(test_read_after_external_rename),
 	    T(test_flag_order),
 	    T(test_many_messages_order),
+	    T(test_quota_usage_open_commit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
