@@ -4,7 +4,7 @@
 set -euo pipefail
 what=${1:-build}
 build_pkgs="build-essential pkg-config libevent-dev libssl-dev libcrypt-dev libsodium-dev libinih-dev libidn11-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest curl fetchmail mpop getmail6 clang libclang-rt-14-dev"
+test_pkgs="libcmocka-dev python3 python3-pytest curl fetchmail mpop getmail6 swaks postfix clang libclang-rt-14-dev"
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$build_pkgs $test_pkgs"
 

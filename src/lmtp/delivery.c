@@ -30,7 +30,6 @@
 #define DELIVERY_BUFFER_SIZE 65536
 
 /* Temp files older than this are leftovers of a crash: no delivery takes a day. */
-#define DELIVERY_TMP_MAX_AGE_SECS (24 * 60 * 60)
 
 /* Mailbox directories hold private mail: only the owner may enter them. */
 #define DELIVERY_DIR_MODE 0700
@@ -460,32 +459,3 @@ enum delivery_result delivery_quota_check(const struct delivery_recipient *recip
 	return DELIVERY_OK;
 }
 
-size_t delivery_cleanup_tmp(const char *maildir)
-{
-	char *path = xasprintf("%s/tmp", maildir);
-	DIR *dir = opendir(path);
-	time_t cutoff = time(NULL) - DELIVERY_TMP_MAX_AGE_SECS;
-	struct dirent *d;
-	struct stat st;
-	size_t removed = 0;
-
-	if (dir == NULL) {
-		free(path);
-		return 0;
-	}
-	while ((d = readdir(dir)) != NULL) {
-		if (d->d_name[0] == '.')
-			continue;
-		if (fstatat(dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !S_ISREG(st.st_mode) || st.st_mtime >= cutoff)
-			continue;
-		if (unlinkat(dirfd(dir), d->d_name, 0) == 0)
-			removed++;
-		else
-			log_warn("delivery_cleanup_failed", "path=%s file=%s error=%s",
-				 log_quote(path), log_quote(d->d_name), log_quote(strerror(errno)));
-	}
-	closedir(dir);
-	free(path);
-	return removed;
-}

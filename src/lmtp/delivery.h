@@ -5,7 +5,7 @@
  * the message in memory), fsync the file; then for each recipient hard-link it (or, across
  * filesystems, copy it) into that recipient's tmp/, rename into new/ under a name carrying ,S= and
  * ,W=, fsync new/; only then report success. A crash before the rename leaves only tmp/ files,
- * which POP3 never shows and delivery_cleanup_tmp() removes later.
+ * which POP3 never shows and maildir_cleanup_tmp() (store.h) removes at the next login.
  *
  * Stored form: LF line ends (the caller passes LF-only text: CRLF converted, dot-unstuffed), with a
  * "Return-Path: <sender>" header first and, when the message has exactly one recipient, a
@@ -60,7 +60,5 @@ void delivery_abort(struct delivery **delivery);
 enum delivery_result delivery_quota_check(const struct delivery_recipient *recipient,
 					  uint64_t size, char **error_r);
 
-/* Removes temp files older than a day from maildir/tmp (left by a crash). Returns how many. */
-size_t delivery_cleanup_tmp(const char *maildir);
 
 #endif

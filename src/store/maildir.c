@@ -13,6 +13,7 @@
  * base name (written by our delivery and by Dovecot); W= is believed only when S= matches the
  * file, and otherwise the size is counted once and cached in the index. */
 #include <dirent.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -714,6 +715,9 @@ static int maildir_open(const char *path, struct store_mailbox **box_r, enum sto
 		return -1;
 	}
 	maildir_quota_reset(mbox);
+	size_t stale = maildir_cleanup_tmp(path);
+	if (stale > 0)
+		log_info("tmp_cleaned", "maildir=%s files=%zu", log_quote(path), stale);
 	*box_r = &mbox->box;
 	return 0;
 }
@@ -1014,3 +1018,36 @@ const struct store_backend store_backend_maildir = {
     .commit = maildir_commit_run,
     .close = maildir_close,
 };
+
+/* A file in tmp/ older than this is a delivery that a crash interrupted. */
+#define MAILDIR_TMP_MAX_AGE_SECS (24 * 60 * 60)
+
+size_t maildir_cleanup_tmp(const char *maildir)
+{
+	char *path = xasprintf("%s/tmp", maildir);
+	DIR *dir = opendir(path);
+	time_t cutoff = time(NULL) - MAILDIR_TMP_MAX_AGE_SECS;
+	struct dirent *d;
+	struct stat st;
+	size_t removed = 0;
+
+	if (dir == NULL) {
+		free(path);
+		return 0;
+	}
+	while ((d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_mtime >= cutoff)
+			continue;
+		if (unlinkat(dirfd(dir), d->d_name, 0) == 0)
+			removed++;
+		else
+			log_warn("tmp_cleanup_failed", "path=%s file=%s error=%s",
+				 log_quote(path), log_quote(d->d_name), log_quote(strerror(errno)));
+	}
+	closedir(dir);
+	free(path);
+	return removed;
+}

@@ -85,4 +85,9 @@ const struct store_backend *store_backend_find(const char *location, const char 
 
 extern const struct store_backend store_backend_maildir;
 
+/* Removes files older than a day from maildir/tmp: deliveries that a crash interrupted before
+ * their rename into new/ (Maildir's convention is 36 hours; a day is enough for any delivery
+ * still in progress). Called at every mailbox open. Returns how many were removed. */
+size_t maildir_cleanup_tmp(const char *maildir);
+
 #endif

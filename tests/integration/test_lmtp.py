@@ -818,3 +818,67 @@ def test_swaks(lsrv, via):
     rp, dt, rest = split_added_headers(cd)
     assert rp == SENDER.encode() and dt is None
     assert b"\n..dotted\n" in rest
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness
+
+
+def test_long_pipelined_burst(lsrv):
+    """Many commands in one write: every reply comes, in order."""
+    with Lmtp(("127.0.0.1", lsrv.lmtp_port)) as c:
+        c.lhlo()
+        burst = b"".join(b"NOOP\r\nMAIL FROM:<a%d@example.org>\r\nRCPT TO:<demo>\r\nRSET\r\n" % i
+                         for i in range(150))
+        c.send(burst + b"QUIT\r\n")
+        for i in range(150):
+            for what in ("NOOP", "MAIL", "RCPT", "RSET"):
+                r = c.reply()
+                assert r[0] == 250, "%s #%d -> %r" % (what, i, r)
+        assert_reply(c.reply(), 221)
+        c.expect_closed()
+    assert delivered(lsrv, "demo") == []
+
+
+def test_overlong_command_line(lsrv):
+    with Lmtp(("127.0.0.1", lsrv.lmtp_port)) as c:
+        c.lhlo()
+        c.send(b"RCPT TO:<" + b"a" * 20000 + b">\r\n")
+        try:
+            r = c.reply()
+            assert 500 <= r[0] < 600, r
+        except Exception:  # noqa: BLE001 - closing the connection is fine too
+            pass
+    # the server still works
+    fill_quota(lsrv, "demo", 1)
+    assert len(delivered(lsrv, "demo")) == 1
+
+
+def test_delivered_file_modes(lsrv):
+    fill_quota(lsrv, "alice", 1)
+    (_, path, _), = delivered(lsrv, "alice")
+    st = os.stat(path)
+    assert st.st_mode & 0o007 == 0, "message file readable by others: %o" % st.st_mode
+    if lsrv.run_as:
+        assert st.st_uid == lsrv._uid, "message file not owned by the mail user"
+    for sub in ("new", "cur", "tmp"):
+        st = os.stat(os.path.join(lsrv.maildir("alice"), sub))
+        assert st.st_mode & 0o002 == 0
+        if lsrv.run_as:
+            assert st.st_uid == lsrv._uid
+
+
+def test_sigterm_mid_transaction(lsrv):
+    """A server stop abandons the open transaction: exit 0, nothing delivered, no temp file left."""
+    c = Lmtp(("127.0.0.1", lsrv.lmtp_port))
+    try:
+        c.lhlo()
+        start_txn(c, ["demo", "alice"])
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: cut\r\n\r\n" + b"partial\r\n" * 1000)
+        time.sleep(0.2)
+        lsrv.stop()  # must exit 0 within 10 s
+    finally:
+        c.close()
+    assert delivered(lsrv, "demo") == [] and delivered(lsrv, "alice") == []
+    assert tmp_files(lsrv, "demo") == []

@@ -19,6 +19,7 @@
 
 #include "core/util.h"
 #include "lmtp/delivery.h"
+#include "store/store.h"
 #include "store/quota.h"
 
 struct fixture {
@@ -374,12 +375,12 @@ static void test_cleanup_tmp(void **state)
 	struct fixture *fx = *state;
 	char *tmp = xasprintf("%s/tmp", fx->a);
 
-	assert_int_equal(delivery_cleanup_tmp(fx->a), 0); /* no Maildir: nothing to do */
+	assert_int_equal(maildir_cleanup_tmp(fx->a), 0); /* no Maildir: nothing to do */
 	assert_int_equal(mkdir_parents(tmp, 0700), 0);
 	put_tmp_file(fx->a, "old1", 25 * 3600);
 	put_tmp_file(fx->a, "old2", 3 * 24 * 3600);
 	put_tmp_file(fx->a, "fresh", 3600);
-	assert_int_equal(delivery_cleanup_tmp(fx->a), 2);
+	assert_int_equal(maildir_cleanup_tmp(fx->a), 2);
 	char *left = only_file(fx->a, "tmp");
 	assert_string_equal(left, "fresh");
 	free(left);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -711,6 +713,24 @@ static void test_second_open_does_not_rewrite_index(void **state)
 	free(index);
 }
 
+/* A delivery interrupted by a crash leaves a file in tmp/: removed at an open once a day old. */
+static void test_stale_tmp_cleaned_at_open(void **state)
+{
+	struct fixture *fx = *state;
+	struct timeval old[2] = {{.tv_sec = time(NULL) - 2 * 86400}, {.tv_sec = time(NULL) - 2 * 86400}};
+
+	create_maildir(fx);
+	put_message(fx, "tmp", "1.M1.stale", "half a message");
+	put_message(fx, "tmp", "2.M2.fresh", "a delivery in progress");
+	char *stale = path_in(fx, "tmp", "1.M1.stale");
+	assert_int_equal(utimes(stale, old), 0);
+	struct store_mailbox *box = open_ok(fx);
+	backend->close(&box);
+	assert_false(exists_in(fx, "tmp", "1.M1.stale"));
+	assert_true(exists_in(fx, "tmp", "2.M2.fresh"));
+	free(stale);
+}
+
 static void test_tmp_never_listed(void **state)
 {
 	struct fixture *fx = *state;
@@ -912,6 +932,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    T(test_open_missing_creates),
+	    T(test_stale_tmp_cleaned_at_open),
 	    T(test_new_moves_to_cur),
 	    T(test_uidl_format),
 	    T(test_uidls_stable),
