@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 port=${PORT:-1110}
+lmtp_port=${LMTP_PORT:-2424}
 bin=$top/build/buzon
 run=$top/run
 
@@ -31,6 +32,9 @@ $user_line
 
 [pop3]
 listen = 127.0.0.1:$port
+
+[lmtp]
+listen = 127.0.0.1:$lmtp_port
 
 [auth]
 passwd_file = $run/users
@@ -65,6 +69,8 @@ cat <<TEXT
 buzon demo: POP3 on 127.0.0.1:$port, user demo, password demo
   list messages:   curl -u demo:demo pop3://127.0.0.1:$port/
   read message 1:  curl -u demo:demo pop3://127.0.0.1:$port/1
+  deliver a new one over LMTP (python3 standard library):
+    python3 -c 'import smtplib; smtplib.LMTP("127.0.0.1", $lmtp_port).sendmail("me@localhost", ["demo"], "Subject: hi\n\nhello\n")'
   config:          $run/buzon.conf     (stop with Ctrl-C)
 
 TEXT
