@@ -54,6 +54,9 @@ struct delivery {
 	uint64_t bare_lf; /* LFs not preceded by CR: each becomes CRLF in POP3 (W= - S=) */
 	bool prev_cr;
 	char *error; /* first write failure; every recipient then gets TEMPFAIL */
+	size_t tmp_owner;   /* the recipient whose Maildir holds the temp file */
+	uint64_t flushed;   /* octets safely written to the temp file */
+	char **owner_error; /* per recipient: its Maildir ran out of space while holding the file */
 };
 
 /* Per process, so that two deliveries within one microsecond still get different names. */
@@ -163,12 +166,83 @@ static enum delivery_result delivery_tmp_create(struct delivery *d, const char *
 	}
 }
 
+static bool delivery_space_error(int err)
+{
+	return err == ENOSPC || err == EDQUOT || err == EFBIG;
+}
+
+/* Copies the first len octets of the file at src_path to fd. */
+static int delivery_copy_prefix(const char *src_path, int fd, uint64_t len)
+{
+	char buf[65536];
+	int src = open(src_path, O_RDONLY | O_CLOEXEC);
+
+	if (src < 0)
+		return -1;
+	while (len > 0) {
+		ssize_t n = read(src, buf, len < sizeof(buf) ? (size_t)len : sizeof(buf));
+		if (n <= 0 || write_full(fd, buf, (size_t)n) < 0) {
+			close(src);
+			return -1;
+		}
+		len -= (uint64_t)n;
+	}
+	close(src);
+	return 0;
+}
+
+/* The temp file's Maildir is full: its recipient gets TEMPFAIL, and what was written so far moves
+ * to the next recipient's Maildir that can take it, so one full disk fails only its own users.
+ * Returns true if the message now lives somewhere else. */
+static bool delivery_relocate(struct delivery *d, int err)
+{
+	size_t owner = d->tmp_owner;
+	char *old_path = d->tmp_path;
+	int old_fd = d->fd;
+
+	d->owner_error[owner] = xasprintf("write(%s): %s", old_path, strerror(err));
+	free(d->unique);
+	d->unique = NULL;
+	d->tmp_path = NULL;
+	for (size_t i = owner + 1; i < d->count; i++) {
+		char *error = NULL;
+		if (delivery_tmp_create(d, d->recipients[i].maildir, &error) != DELIVERY_OK) {
+			free(error);
+			continue;
+		}
+		if (delivery_copy_prefix(old_path, d->fd, d->flushed) == 0) {
+			close(old_fd);
+			unlink(old_path);
+			free(old_path);
+			d->tmp_owner = i;
+			return true;
+		}
+		close(d->fd);
+		unlink(d->tmp_path);
+		x_free(&d->tmp_path);
+		x_free(&d->unique);
+	}
+	/* nowhere to go: keep the old file so that finish reports and removes it */
+	d->fd = old_fd;
+	d->tmp_path = old_path;
+	d->unique = delivery_unique_new();
+	return false;
+}
+
 static void delivery_flush(struct delivery *d)
 {
 	if (d->buf_used == 0 || d->error != NULL)
 		return;
-	if (write_full(d->fd, d->buf, d->buf_used) < 0)
-		d->error = xasprintf("write(%s): %s", d->tmp_path, strerror(errno));
+	while (write_full(d->fd, d->buf, d->buf_used) < 0) {
+		int err = errno;
+		/* a partial write is undone: the copy takes only what was flushed before */
+		if (!delivery_space_error(err) || !delivery_relocate(d, err)) {
+			d->error = xasprintf("write(%s): %s", d->tmp_path, strerror(err));
+			break;
+		}
+	}
+	if (d->error == NULL)
+		d->flushed += d->buf_used;
 	d->buf_used = 0;
 }
 
@@ -235,6 +309,9 @@ static void delivery_free(struct delivery **deliveryp)
 	free(d->tmp_path);
 	free(d->buf);
 	free(d->error);
+	for (size_t i = 0; d->owner_error != NULL && i < d->count; i++)
+		free(d->owner_error[i]);
+	free(d->owner_error);
 	x_free(deliveryp);
 }
 
@@ -248,6 +325,7 @@ static enum delivery_result delivery_tmp_place(struct delivery *d, char **error_
 		char *error = NULL;
 		enum delivery_result r = delivery_tmp_create(d, d->recipients[i].maildir, &error);
 		if (r == DELIVERY_OK) {
+			d->tmp_owner = i;
 			x_free(error_r);
 			return DELIVERY_OK;
 		}
@@ -273,6 +351,7 @@ struct delivery *delivery_begin(struct delivery_recipient *recipients, size_t co
 	d->count = count;
 	d->fd = -1;
 	d->host = delivery_host_escape();
+	d->owner_error = xcalloc(count, sizeof(*d->owner_error));
 	*result_r = delivery_tmp_place(d, error_r);
 	if (*result_r != DELIVERY_OK) {
 		delivery_free(&d);
@@ -400,9 +479,9 @@ size_t delivery_finish(struct delivery **deliveryp)
 	for (size_t i = 0; i < d->count; i++) {
 		struct delivery_recipient *r = &d->recipients[i];
 		r->error = NULL;
-		if (d->error != NULL) {
+		if (d->error != NULL || d->owner_error[i] != NULL) {
 			r->result = DELIVERY_TEMPFAIL;
-			r->error = xstrdup(d->error);
+			r->error = xstrdup(d->owner_error[i] != NULL ? d->owner_error[i] : d->error);
 			continue;
 		}
 		r->result = delivery_one(d, i, &r->error);
