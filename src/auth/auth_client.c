@@ -103,7 +103,7 @@ static void auth_client_deliver(struct auth_client *client, const struct auth_ms
 {
 	bool final = msg->type == AUTH_MSG_RESULT;
 	struct auth_pending *pending =
-		final ? auth_pending_take(client, msg->id) : *auth_pending_slot(client, msg->id);
+	    final ? auth_pending_take(client, msg->id) : *auth_pending_slot(client, msg->id);
 	struct auth_reply reply = {.type = msg->type};
 	char *user = NULL, *location = NULL;
 
@@ -117,7 +117,8 @@ static void auth_client_deliver(struct auth_client *client, const struct auth_ms
 		user = auth_msg_strdup(msg, AUTH_FIELD_USER);
 		location = auth_msg_strdup(msg, AUTH_FIELD_LOCATION);
 		if (reply.result == AUTH_RESULT_OK && (user == NULL || location == NULL))
-			reply.result = AUTH_RESULT_TEMPFAIL; /* a broken answer never logs anyone in */
+			reply.result =
+			    AUTH_RESULT_TEMPFAIL; /* a broken answer never logs anyone in */
 		reply.user = user;
 		reply.location = location;
 	} else {
@@ -185,7 +186,8 @@ struct auth_client *auth_client_create(struct event_base *base, int fd)
 
 	client->fd = fd;
 	client->next_id = 1;
-	client->read_event = event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
+	client->read_event =
+	    event_new(base, fd, EV_READ | EV_PERSIST, auth_client_readable, client);
 	client->write_event = event_new(base, fd, EV_WRITE, auth_client_writable, client);
 	client->fail_event = event_new(base, -1, 0, auth_client_fail_pending, client);
 	if (client->read_event == NULL || client->write_event == NULL || client->fail_event == NULL)
@@ -244,8 +246,7 @@ static void auth_client_queue(struct auth_client *client, const unsigned char *d
 	client->send_tail = out;
 }
 
-uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback,
-			  void *context)
+uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback, void *context)
 {
 	uint32_t id = client->building_id;
 	struct auth_pending **slot = auth_pending_slot(client, id);

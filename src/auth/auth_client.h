@@ -43,8 +43,7 @@ struct auth_msg_builder *auth_client_begin(struct auth_client *client, enum auth
 /* Sends the message begun last; callback gets every answer to its request. Returns the request
  * id (never 0). Failures (a message that does not encode, the auth process gone) are reported
  * through the callback as a TEMPFAIL result, never from inside this call. The builder is wiped. */
-uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback,
-			  void *context);
+uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback, void *context);
 
 /* Forgets request id, so its callback will not run again; an open SASL conversation is aborted in
  * the auth process too. */

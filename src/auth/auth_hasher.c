@@ -1,5 +1,6 @@
 /* Hashing threads for the auth process (see auth_hasher.h): a work queue under a mutex, a done
- * queue under the same mutex, and an eventfd that tells the main thread's poll() about done work. */
+ * queue under the same mutex, and an eventfd that tells the main thread's poll() about done work.
+ */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdint.h>

@@ -10,9 +10,9 @@
  * it back done. */
 struct auth_check {
 	struct auth_check *next;
-	char *secret;   /* stored secret to check against (for unknown users: a dummy) */
-	char *password; /* wiped and freed by auth_check_clear() */
-	int verdict;    /* out: 1 match, 0 mismatch, -1 malformed secret */
+	char *secret;	   /* stored secret to check against (for unknown users: a dummy) */
+	char *password;	   /* wiped and freed by auth_check_clear() */
+	int verdict;	   /* out: 1 match, 0 mismatch, -1 malformed secret */
 	const char *error; /* out: why the secret is malformed */
 };
 

@@ -22,12 +22,12 @@
 
 enum auth_msg_type {
 	/* worker -> auth */
-	AUTH_MSG_VERIFY = 1,   /* USER/PASS: USER, PASSWORD, CLIENT */
-	AUTH_MSG_SASL_START,   /* AUTH: MECH, CLIENT, optional RESPONSE and channel-binding data */
+	AUTH_MSG_VERIFY = 1,	/* USER/PASS: USER, PASSWORD, CLIENT */
+	AUTH_MSG_SASL_START,	/* AUTH: MECH, CLIENT, optional RESPONSE and channel-binding data */
 	AUTH_MSG_SASL_CONTINUE, /* a client response: RESPONSE */
-	AUTH_MSG_SASL_ABORT,   /* the client sent "*" or went away */
-	AUTH_MSG_APOP,         /* APOP: USER, TIMESTAMP, DIGEST, CLIENT */
-	AUTH_MSG_LOOKUP,       /* LMTP RCPT: USER (an address); no password */
+	AUTH_MSG_SASL_ABORT,	/* the client sent "*" or went away */
+	AUTH_MSG_APOP,		/* APOP: USER, TIMESTAMP, DIGEST, CLIENT */
+	AUTH_MSG_LOOKUP,	/* LMTP RCPT: USER (an address); no password */
 	/* auth -> worker */
 	AUTH_MSG_CHALLENGE, /* SASL: send CHALLENGE to the client and wait for a response */
 	AUTH_MSG_RESULT,    /* RESULT; with OK also USER and LOCATION; DELAY_MS on failures */
@@ -35,37 +35,37 @@ enum auth_msg_type {
 };
 
 enum auth_field {
-	AUTH_FIELD_USER = 1,     /* string: the user name (in RESULT: the canonical one) */
-	AUTH_FIELD_PASSWORD,     /* string */
-	AUTH_FIELD_CLIENT_IP,    /* string: the client's address, for penalties and logs */
-	AUTH_FIELD_FLAGS,        /* u32: AUTH_FLAG_* */
-	AUTH_FIELD_MECH,         /* string: SASL mechanism name, upper case */
-	AUTH_FIELD_RESPONSE,     /* bytes: decoded SASL client response (may be empty) */
-	AUTH_FIELD_CB_EXPORTER,  /* bytes: RFC 9266 tls-exporter channel binding */
-	AUTH_FIELD_CB_ENDPOINT,  /* bytes: RFC 5929 tls-server-end-point channel binding */
-	AUTH_FIELD_CERT_USER,    /* string: identity of a verified client certificate (EXTERNAL) */
-	AUTH_FIELD_TIMESTAMP,    /* string: APOP banner timestamp */
-	AUTH_FIELD_DIGEST,       /* string: APOP digest, 32 hex digits */
-	AUTH_FIELD_CHALLENGE,    /* bytes: SASL server challenge (may be empty) */
-	AUTH_FIELD_RESULT,       /* u32: enum auth_result */
-	AUTH_FIELD_LOCATION,     /* string: the mailbox location, e.g. "maildir:/var/mail/x" */
-	AUTH_FIELD_DELAY_MS,     /* u32: wait this long before telling the client it failed */
-	AUTH_FIELD_QUOTA_BYTES,  /* u64: LOOKUP result: storage limit, 0 for none */
+	AUTH_FIELD_USER = 1,	/* string: the user name (in RESULT: the canonical one) */
+	AUTH_FIELD_PASSWORD,	/* string */
+	AUTH_FIELD_CLIENT_IP,	/* string: the client's address, for penalties and logs */
+	AUTH_FIELD_FLAGS,	/* u32: AUTH_FLAG_* */
+	AUTH_FIELD_MECH,	/* string: SASL mechanism name, upper case */
+	AUTH_FIELD_RESPONSE,	/* bytes: decoded SASL client response (may be empty) */
+	AUTH_FIELD_CB_EXPORTER, /* bytes: RFC 9266 tls-exporter channel binding */
+	AUTH_FIELD_CB_ENDPOINT, /* bytes: RFC 5929 tls-server-end-point channel binding */
+	AUTH_FIELD_CERT_USER,	/* string: identity of a verified client certificate (EXTERNAL) */
+	AUTH_FIELD_TIMESTAMP,	/* string: APOP banner timestamp */
+	AUTH_FIELD_DIGEST,	/* string: APOP digest, 32 hex digits */
+	AUTH_FIELD_CHALLENGE,	/* bytes: SASL server challenge (may be empty) */
+	AUTH_FIELD_RESULT,	/* u32: enum auth_result */
+	AUTH_FIELD_LOCATION,	/* string: the mailbox location, e.g. "maildir:/var/mail/x" */
+	AUTH_FIELD_DELAY_MS,	/* u32: wait this long before telling the client it failed */
+	AUTH_FIELD_QUOTA_BYTES, /* u64: LOOKUP result: storage limit, 0 for none */
 	AUTH_FIELD_QUOTA_MESSAGES, /* u64: LOOKUP result: message limit, 0 for none */
 	AUTH_FIELD_COUNT
 };
 
 /* What the worker knows about the connection a request comes from. */
 enum auth_flag {
-	AUTH_FLAG_TLS = 1 << 0,      /* the connection is encrypted */
+	AUTH_FLAG_TLS = 1 << 0,	     /* the connection is encrypted */
 	AUTH_FLAG_LOOPBACK = 1 << 1, /* the client is on this machine */
 };
 
 enum auth_result {
 	AUTH_RESULT_OK = 1,
-	AUTH_RESULT_FAIL = 2,     /* unknown user or wrong password: indistinguishable on purpose */
+	AUTH_RESULT_FAIL = 2,	  /* unknown user or wrong password: indistinguishable on purpose */
 	AUTH_RESULT_TEMPFAIL = 3, /* the user database could not be read */
-	AUTH_RESULT_BANNED = 4,   /* the client's address is refused for a while */
+	AUTH_RESULT_BANNED = 4,	  /* the client's address is refused for a while */
 };
 
 struct auth_field_value {

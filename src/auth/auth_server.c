@@ -69,9 +69,9 @@ struct auth_request {
 	struct auth_conn *conn;
 	uint32_t id;
 	bool known_user;
-	char *user;      /* the canonical name from the passwd-file, or what the client sent */
+	char *user;	 /* the canonical name from the passwd-file, or what the client sent */
 	char *client_ip; /* for penalties and logs */
-	char *login_as;  /* a master user's target (SASL authzid), or NULL */
+	char *login_as;	 /* a master user's target (SASL authzid), or NULL */
 	unsigned char fingerprint[PENALTY_FP_LEN]; /* of user and password: retries do not count */
 };
 
@@ -205,8 +205,8 @@ static unsigned int auth_penalise(struct auth_server *server, const char *client
 	if (banned_now) {
 		const struct buzon_config *config = server->config;
 		uint64_t until_ms = 0;
-		/* both clocks are CLOCK_MONOTONIC; round up so that the workers never let a client in
-		 * while this process would still refuse its login */
+		/* both clocks are CLOCK_MONOTONIC; round up so that the workers never let a client
+		 * in while this process would still refuse its login */
 		penalty_is_banned(server->penalties, client_ip, auth_now_ms(), &until_ms);
 		ban_table_ban_text(server->bans, client_ip, (until_ms + 999) / 1000);
 		log_warn("ban", "ip=%s failures=%u window=%us duration=%us", log_quote(client_ip),
@@ -326,8 +326,7 @@ static const char *auth_timing_secret(const struct auth_server *server, const ch
 /* Queues a password check for user (USER/PASS, or PLAIN/LOGIN after their exchange). Takes
  * ownership of user and password. */
 static void auth_check_password(struct auth_server *server, struct auth_conn *conn, uint32_t id,
-				char *user, char *password, const char *client_ip,
-				char *login_as)
+				char *user, char *password, const char *client_ip, char *login_as)
 {
 	struct auth_request *req = xcalloc(1, sizeof(*req));
 	const struct passwd_entry *entry = auth_lookup(server, user);
@@ -347,7 +346,8 @@ static void auth_check_password(struct auth_server *server, struct auth_conn *co
 		req->check.password = prepared;
 	}
 	req->known_user = entry != NULL;
-	req->check.secret = xstrdup(entry != NULL ? entry->secret : auth_timing_secret(server, user));
+	req->check.secret =
+	    xstrdup(entry != NULL ? entry->secret : auth_timing_secret(server, user));
 	if (entry != NULL) {
 		free(req->user);
 		req->user = xstrdup(entry->user);
@@ -437,8 +437,8 @@ static bool auth_conversation_authorize(void *context, const char *authcid, cons
 	size_t len = strlen(authcid);
 	bool master = false;
 
-	for (const char *p = masters != NULL ? strstr(masters, authcid) : NULL; p != NULL && !master;
-	     p = strstr(p + 1, authcid)) {
+	for (const char *p = masters != NULL ? strstr(masters, authcid) : NULL;
+	     p != NULL && !master; p = strstr(p + 1, authcid)) {
 		master = (p == masters || p[-1] == ' ' || p[-1] == ',') &&
 			 (p[len] == '\0' || p[len] == ' ' || p[len] == ',');
 	}
@@ -448,8 +448,7 @@ static bool auth_conversation_authorize(void *context, const char *authcid, cons
 	return master && auth_lookup(c->server, authzid) != NULL;
 }
 
-static const struct sasl_mech *auth_mech_enabled(const struct auth_server *server,
-						 const char *name)
+static const struct sasl_mech *auth_mech_enabled(const struct auth_server *server, const char *name)
 {
 	const struct sasl_mech *mech = name != NULL ? sasl_mech_find(name) : NULL;
 
@@ -475,8 +474,7 @@ static bool auth_mech_allowed(const struct auth_server *server, const struct sas
 	return !sasl_mech_needs_channel_binding(mech) || tls;
 }
 
-static unsigned char *auth_dup_field(const struct auth_msg *msg, enum auth_field tag,
-				     size_t *len_r)
+static unsigned char *auth_dup_field(const struct auth_msg *msg, enum auth_field tag, size_t *len_r)
 {
 	const struct auth_field_value *v = &msg->fields[tag];
 
@@ -499,10 +497,8 @@ static struct auth_conversation *auth_conversation_new(struct auth_server *serve
 	c->server = server;
 	c->id = msg->id;
 	c->client_ip = xstrdup(client_ip);
-	c->cb_exporter =
-	    auth_dup_field(msg, AUTH_FIELD_CB_EXPORTER, &c->channel.cb_exporter_len);
-	c->cb_endpoint =
-	    auth_dup_field(msg, AUTH_FIELD_CB_ENDPOINT, &c->channel.cb_endpoint_len);
+	c->cb_exporter = auth_dup_field(msg, AUTH_FIELD_CB_EXPORTER, &c->channel.cb_exporter_len);
+	c->cb_endpoint = auth_dup_field(msg, AUTH_FIELD_CB_ENDPOINT, &c->channel.cb_endpoint_len);
 	c->cert_user = auth_msg_strdup(msg, AUTH_FIELD_CERT_USER);
 	c->channel.tls = (flags & AUTH_FLAG_TLS) != 0;
 	c->channel.cb_exporter = c->cb_exporter;
@@ -737,10 +733,10 @@ static void auth_server_loop(struct auth_server *server, int control_fd)
 		fds = xrealloc(fds, nfds * sizeof(*fds));
 		fds[POLL_CONTROL] = (struct pollfd){.fd = control_fd, .events = POLLIN};
 		fds[POLL_HASHER] =
-			(struct pollfd){.fd = auth_hasher_fd(server->hasher), .events = POLLIN};
+		    (struct pollfd){.fd = auth_hasher_fd(server->hasher), .events = POLLIN};
 		for (size_t i = 0; i < server->conn_count; i++)
 			fds[i + POLL_FIRST_CONN] =
-				(struct pollfd){.fd = server->conns[i]->fd, .events = POLLIN};
+			    (struct pollfd){.fd = server->conns[i]->fd, .events = POLLIN};
 		if (poll(fds, nfds, -1) < 0) {
 			if (errno == EINTR)
 				continue;

@@ -34,7 +34,8 @@ static void recipient_quota_rule(char *rule, uint64_t *bytes, uint64_t *messages
 {
 	char *saveptr = NULL;
 
-	for (char *r = strtok_r(rule, ":", &saveptr); r != NULL; r = strtok_r(NULL, ":", &saveptr)) {
+	for (char *r = strtok_r(rule, ":", &saveptr); r != NULL;
+	     r = strtok_r(NULL, ":", &saveptr)) {
 		if (strncmp(r, "storage=", 8) == 0)
 			(void)str_parse_size(r + 8, bytes);
 		else if (strncmp(r, "messages=", 9) == 0)

@@ -21,8 +21,7 @@ static bool mechanisms_include(const char *mechanisms, const char *name)
 	return false;
 }
 
-size_t scheme_policy_defaults(const struct buzon_config *config, const char **schemes,
-			      size_t max)
+size_t scheme_policy_defaults(const struct buzon_config *config, const char **schemes, size_t max)
 {
 	size_t count = 0;
 	const char *mechs = config->auth_mechanisms != NULL ? config->auth_mechanisms : "";

@@ -15,8 +15,7 @@
 #define SCHEME_POLICY_MAX 4
 
 /* Fills schemes with what a new secret should hold; returns how many. */
-size_t scheme_policy_defaults(const struct buzon_config *config, const char **schemes,
-			      size_t max);
+size_t scheme_policy_defaults(const struct buzon_config *config, const char **schemes, size_t max);
 
 /* Hashes password into a newly allocated passwd-file secret field per the policy. Returns NULL
  * with a static *error_r on failure. */

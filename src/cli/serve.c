@@ -55,7 +55,7 @@ struct master {
 	struct run_identity mail_identity, auth_identity;
 	unsigned int worker_count;
 	size_t listen_per_worker; /* [pop3] listen addresses, then listen_tls addresses */
-	int *listen_fds;          /* worker_count rows of listen_per_worker */
+	int *listen_fds;	  /* worker_count rows of listen_per_worker */
 	struct tls_material tls;  /* certificate and key, read before dropping privileges */
 	bool tls_loaded;
 	pid_t *worker_pids;
@@ -523,7 +523,8 @@ static void master_reap(struct master *master)
 			}
 			master_respawn_pause(master->lmtp_started);
 			if (master_spawn_lmtp(master) < 0)
-				log_error("lmtp_respawn_failed", "error=%s", log_quote(strerror(errno)));
+				log_error("lmtp_respawn_failed", "error=%s",
+					  log_quote(strerror(errno)));
 			continue;
 		}
 		for (unsigned int w = 0; w < master->worker_count; w++) {
@@ -689,7 +690,8 @@ static int master_start(struct master *master)
 	for (size_t i = 0; i < master->listen_per_worker; i++)
 		log_info("listening", "address=%s tls=%s workers=%u",
 			 master_listen_at(master->config, i)->text,
-			 i >= master->config->listen_count ? "implicit" : "no", master->worker_count);
+			 i >= master->config->listen_count ? "implicit" : "no",
+			 master->worker_count);
 	/* The master keeps its copies of the listening sockets: a restarted worker inherits the
 	 * same sockets, and connections that arrive meanwhile wait in their backlog. */
 	/* a worker that exits while the master writes to it must not kill the master */

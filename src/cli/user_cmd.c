@@ -38,7 +38,8 @@ struct user_options {
 	bool password_stdin;
 	const char *action;
 	const char *user;
-	char *user_prepared; /* the name after SASLprep, which user points to; freed by the caller */
+	char
+	    *user_prepared; /* the name after SASLprep, which user points to; freed by the caller */
 };
 
 struct user_action {
@@ -208,8 +209,7 @@ static int cli_read_password(bool from_stdin, char *buf, size_t size, const char
 
 /* Reads a password and hashes it into a newly allocated "{SCHEME}…" secret (scheme NULL: what
  * the config's policy asks for), or NULL after printing why. */
-static char *cli_make_secret(const struct buzon_config *config, const char *scheme,
-			     bool from_stdin)
+static char *cli_make_secret(const struct buzon_config *config, const char *scheme, bool from_stdin)
 {
 	char password[CLI_PASSWORD_MAX + 1];
 	const char *error;
@@ -515,9 +515,8 @@ int cli_hash_main(int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(hash_usage_text, "unexpected argument", argv[optind]);
 
-	char *secret = cli_make_secret(NULL,
-				       opts.scheme != NULL ? opts.scheme : CLI_HASH_DEFAULT_SCHEME,
-				       opts.password_stdin);
+	char *secret = cli_make_secret(
+	    NULL, opts.scheme != NULL ? opts.scheme : CLI_HASH_DEFAULT_SCHEME, opts.password_stdin);
 	if (secret == NULL)
 		return CLI_EXIT_FAIL;
 	printf("%s\n", secret);

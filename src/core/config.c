@@ -214,8 +214,8 @@ static int config_set_mechanisms(char **field, const struct config_key *key, con
 			free(out);
 			return -1;
 		}
-		char *next = xasprintf("%s%s%s", out, out[0] != '\0' ? " " : "",
-				       sasl_mech_name(mech));
+		char *next =
+		    xasprintf("%s%s%s", out, out[0] != '\0' ? " " : "", sasl_mech_name(mech));
 		free(out);
 		out = next;
 	}
@@ -236,19 +236,20 @@ static int config_set_lmtp_listen(struct buzon_config *config, const char *value
 		item = str_trim(item);
 		if (strncmp(item, "unix:", 5) == 0) {
 			if (item[5] != '/' || strlen(item + 5) >= 108) {
-				*error_r = xasprintf("lmtp listen: '%s' needs an absolute path of at "
-						     "most 107 characters",
-						     item);
+				*error_r =
+				    xasprintf("lmtp listen: '%s' needs an absolute path of at "
+					      "most 107 characters",
+					      item);
 				ret = -1;
 				break;
 			}
-			config->lmtp_unix_paths = xrealloc(
-			    config->lmtp_unix_paths,
-			    (config->lmtp_unix_count + 1) * sizeof(*config->lmtp_unix_paths));
+			config->lmtp_unix_paths =
+			    xrealloc(config->lmtp_unix_paths, (config->lmtp_unix_count + 1) *
+								  sizeof(*config->lmtp_unix_paths));
 			config->lmtp_unix_paths[config->lmtp_unix_count++] = xstrdup(item + 5);
 		} else if (*item != '\0') {
-			ret = config_set_listen(&config->lmtp_listens, &config->lmtp_listen_count, item,
-						error_r);
+			ret = config_set_listen(&config->lmtp_listens, &config->lmtp_listen_count,
+						item, error_r);
 		}
 	}
 	free(copy);
@@ -557,10 +558,11 @@ void config_free(struct buzon_config **configp)
 		return;
 	for (size_t i = 0; i < ARRAY_SIZE(config_keys); i++) {
 		if (config_keys[i].type == CONFIG_STRING || config_keys[i].type == CONFIG_EXPIRE ||
-		    config_keys[i].type == CONFIG_LOCATION || config_keys[i].type == CONFIG_SCHEME ||
+		    config_keys[i].type == CONFIG_LOCATION ||
+		    config_keys[i].type == CONFIG_SCHEME ||
 		    config_keys[i].type == CONFIG_TLS_VERSION ||
-		    config_keys[i].type == CONFIG_MECHANISMS || config_keys[i].type == CONFIG_NETWORKS ||
-		    config_keys[i].type == CONFIG_SNI)
+		    config_keys[i].type == CONFIG_MECHANISMS ||
+		    config_keys[i].type == CONFIG_NETWORKS || config_keys[i].type == CONFIG_SNI)
 			free(*(char **)((char *)config + config_keys[i].offset));
 	}
 	for (size_t i = 0; i < config->listen_count; i++)

@@ -39,7 +39,7 @@ struct buzon_config {
 	size_t listen_count;
 	struct config_listen *listens_tls; /* implicit TLS (RFC 8314), usually port 995 */
 	size_t listen_tls_count;
-	bool stls; /* offer STLS on plain listeners when TLS is configured */
+	bool stls;			  /* offer STLS on plain listeners when TLS is configured */
 	unsigned int idle_timeout_secs;	  /* RFC 1939 §3: at least 10 minutes */
 	unsigned int max_bad_commands;	  /* the session ends after this many bad commands */
 	unsigned int max_connections;	  /* per worker process */
@@ -50,13 +50,13 @@ struct buzon_config {
 	char *greeting;			  /* text after +OK in the greeting */
 
 	/* [tls] */
-	char *tls_cert;      /* PEM certificate chain; NULL: no TLS */
-	char *tls_key;       /* PEM private key; NULL: in the cert file */
-	char *tls_min_version; /* "TLSv1.2" or "TLSv1.3" */
-	char *tls_ciphers;     /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	char *tls_cert;		/* PEM certificate chain; NULL: no TLS */
+	char *tls_key;		/* PEM private key; NULL: in the cert file */
+	char *tls_min_version;	/* "TLSv1.2" or "TLSv1.3" */
+	char *tls_ciphers;	/* TLS 1.2 cipher list; NULL: OpenSSL's default */
 	char *tls_ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's default */
-	char *tls_client_ca;   /* CAs for client certificates (SASL EXTERNAL); NULL: none */
-	char *tls_sni;         /* NAME=CERT:KEY, … for SNI; NULL: none */
+	char *tls_client_ca;	/* CAs for client certificates (SASL EXTERNAL); NULL: none */
+	char *tls_sni;		/* NAME=CERT:KEY, … for SNI; NULL: none */
 
 	/* [auth] */
 	enum config_cleartext auth_cleartext; /* where USER/PASS and PLAIN/LOGIN are allowed */
@@ -65,18 +65,18 @@ struct buzon_config {
 	unsigned int auth_threads;	    /* hashing threads in the auth process */
 	unsigned int auth_failure_delay_ms; /* first delay before answering a failed login */
 	unsigned int auth_failure_delay_max_ms; /* the delay doubles per failure up to this */
-	unsigned int auth_ban_failures;         /* failures within ban_window that ban an IP */
+	unsigned int auth_ban_failures;		/* failures within ban_window that ban an IP */
 	unsigned int auth_ban_window_secs;
 	unsigned int auth_ban_secs;
 	char *auth_trusted_networks; /* CIDR list exempt from delays and bans; NULL: none */
-	char *auth_mechanisms;       /* SASL mechanisms offered, upper case, space-separated */
-	bool auth_apop;              /* offer APOP (needs plaintext-equivalent secrets) */
+	char *auth_mechanisms;	     /* SASL mechanisms offered, upper case, space-separated */
+	bool auth_apop;		     /* offer APOP (needs plaintext-equivalent secrets) */
 	char *auth_master_users;     /* users who may log in as anyone (SASL authzid); NULL: none */
-	char *default_scheme;		    /* scheme `buzon user add` uses */
+	char *default_scheme;	     /* scheme `buzon user add` uses */
 
 	/* [mail] */
-	char *mail_location; /* template after "maildir:" with %u %n %d */
-	uint64_t quota_bytes;    /* default storage limit per user; 0: none */
+	char *mail_location;	 /* template after "maildir:" with %u %n %d */
+	uint64_t quota_bytes;	 /* default storage limit per user; 0: none */
 	uint64_t quota_messages; /* default message limit per user; 0: none */
 
 	/* [lmtp] */
@@ -85,8 +85,8 @@ struct buzon_config {
 	char **lmtp_unix_paths; /* UNIX socket paths (listen = unix:/path) */
 	size_t lmtp_unix_count;
 	uint64_t lmtp_max_message_size; /* SIZE (RFC 1870) */
-	bool lmtp_quota_full_tempfail;  /* 452 4.2.2 instead of 552 5.2.2 */
-	char *lmtp_hostname;            /* in the greeting and LHLO reply */
+	bool lmtp_quota_full_tempfail;	/* 452 4.2.2 instead of 552 5.2.2 */
+	char *lmtp_hostname;		/* in the greeting and LHLO reply */
 };
 
 /* Reads path into a newly allocated config. On error returns NULL and sets *error_r to a newly

@@ -53,7 +53,7 @@ struct delivery {
 	uint64_t size;	  /* octets in the file (S=) */
 	uint64_t bare_lf; /* LFs not preceded by CR: each becomes CRLF in POP3 (W= - S=) */
 	bool prev_cr;
-	char *error; /* first write failure; every recipient then gets TEMPFAIL */
+	char *error;	    /* first write failure; every recipient then gets TEMPFAIL */
 	size_t tmp_owner;   /* the recipient whose Maildir holds the temp file */
 	uint64_t flushed;   /* octets safely written to the temp file */
 	char **owner_error; /* per recipient: its Maildir ran out of space while holding the file */
@@ -481,7 +481,8 @@ size_t delivery_finish(struct delivery **deliveryp)
 		r->error = NULL;
 		if (d->error != NULL || d->owner_error[i] != NULL) {
 			r->result = DELIVERY_TEMPFAIL;
-			r->error = xstrdup(d->owner_error[i] != NULL ? d->owner_error[i] : d->error);
+			r->error =
+			    xstrdup(d->owner_error[i] != NULL ? d->owner_error[i] : d->error);
 			continue;
 		}
 		r->result = delivery_one(d, i, &r->error);
@@ -537,4 +538,3 @@ enum delivery_result delivery_quota_check(const struct delivery_recipient *recip
 	}
 	return DELIVERY_OK;
 }
-

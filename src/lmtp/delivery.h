@@ -20,9 +20,9 @@
 
 enum delivery_result {
 	DELIVERY_OK = 0,
-	DELIVERY_TEMPFAIL,      /* retry later: I/O error, disk full (4.x.x / EX_TEMPFAIL) */
-	DELIVERY_OVER_QUOTA,    /* the recipient's quota is full (552 5.2.2 or 452 4.2.2) */
-	DELIVERY_PERMFAIL,      /* will not work on retry (5.x.x / EX_CANTCREAT) */
+	DELIVERY_TEMPFAIL,   /* retry later: I/O error, disk full (4.x.x / EX_TEMPFAIL) */
+	DELIVERY_OVER_QUOTA, /* the recipient's quota is full (552 5.2.2 or 452 4.2.2) */
+	DELIVERY_PERMFAIL,   /* will not work on retry (5.x.x / EX_CANTCREAT) */
 };
 
 struct delivery_recipient {
@@ -57,8 +57,7 @@ void delivery_abort(struct delivery **delivery);
 
 /* Quota check at RCPT time for a message of about size octets (0 if unknown): returns
  * DELIVERY_OK or DELIVERY_OVER_QUOTA (or TEMPFAIL if the usage cannot be read). */
-enum delivery_result delivery_quota_check(const struct delivery_recipient *recipient,
-					  uint64_t size, char **error_r);
-
+enum delivery_result delivery_quota_check(const struct delivery_recipient *recipient, uint64_t size,
+					  char **error_r);
 
 #endif

@@ -40,7 +40,8 @@ void lmtp_transaction_reset(struct lmtp_session *session)
 }
 
 /* Parses "<path>" at *p into addr_r (LMTP_MAX_PATH + 1 octets) and moves *p past it. A source route
- * ("<@a,@b:user@c>") is dropped as RFC 5321 §4.1.1.3 asks. Returns -1 with the reply in *reply_r. */
+ * ("<@a,@b:user@c>") is dropped as RFC 5321 §4.1.1.3 asks. Returns -1 with the reply in *reply_r.
+ */
 static int lmtp_parse_path(char **p, char *addr_r, const char **reply_r)
 {
 	char *s = *p;
@@ -206,16 +207,15 @@ static enum lmtp_outcome lmtp_cmd_mail(struct lmtp_session *session, char *args)
 	char *p = lmtp_skip_keyword(args, "FROM:");
 
 	if (!session->lhlo_done || session->have_sender) {
-		lmtp_reply(session, "503 5.5.1 %s", session->have_sender ? "Sender already given"
-									 : "Send LHLO first");
+		lmtp_reply(session, "503 5.5.1 %s",
+			   session->have_sender ? "Sender already given" : "Send LHLO first");
 		return LMTP_OUTCOME_BAD;
 	}
 	if (p == NULL) {
 		lmtp_reply(session, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return LMTP_OUTCOME_BAD;
 	}
-	if (lmtp_parse_path(&p, address, &reply) < 0 ||
-	    lmtp_mail_params(session, p, &reply) < 0) {
+	if (lmtp_parse_path(&p, address, &reply) < 0 || lmtp_mail_params(session, p, &reply) < 0) {
 		session->size_hint = 0;
 		session->smtputf8 = false;
 		session->body_binary = false;
@@ -249,7 +249,8 @@ static enum lmtp_outcome lmtp_cmd_rcpt(struct lmtp_session *session, char *args)
 		return LMTP_OUTCOME_BAD;
 	}
 	if (p == NULL || lmtp_parse_path(&p, address, &reply) < 0) {
-		lmtp_reply(session, "%s", p == NULL ? "501 5.5.4 Syntax: RCPT TO:<address>" : reply);
+		lmtp_reply(session, "%s",
+			   p == NULL ? "501 5.5.4 Syntax: RCPT TO:<address>" : reply);
 		return LMTP_OUTCOME_BAD;
 	}
 	if (*p != '\0') {
@@ -257,8 +258,8 @@ static enum lmtp_outcome lmtp_cmd_rcpt(struct lmtp_session *session, char *args)
 		return LMTP_OUTCOME_OK;
 	}
 	if (address[0] == '\0' || (!session->smtputf8 && !lmtp_is_ascii(address))) {
-		lmtp_reply(session, "%s", address[0] == '\0'
-					      ? "501 5.1.3 Empty recipient address"
+		lmtp_reply(session, "%s",
+			   address[0] == '\0' ? "501 5.1.3 Empty recipient address"
 					      : "553 5.6.7 Non-ASCII address requires SMTPUTF8");
 		return LMTP_OUTCOME_OK;
 	}
@@ -288,9 +289,11 @@ static void lmtp_rcpt_accept(struct lmtp_session *session, const struct auth_rep
 			     const char *maildir)
 {
 	const char *address = session->pending_address;
-	struct delivery_recipient check = {
-	    .address = address, .user = reply->user, .maildir = maildir,
-	    .quota_bytes = reply->quota_bytes, .quota_messages = reply->quota_messages};
+	struct delivery_recipient check = {.address = address,
+					   .user = reply->user,
+					   .maildir = maildir,
+					   .quota_bytes = reply->quota_bytes,
+					   .quota_messages = reply->quota_messages};
 	char *error = NULL;
 	enum delivery_result result = delivery_quota_check(&check, session->size_hint, &error);
 
@@ -320,8 +323,8 @@ static void lmtp_rcpt_resolve(struct lmtp_session *session, const struct auth_re
 {
 	const char *address = session->pending_address;
 	const char *maildir = NULL;
-	enum auth_result result = reply->type == AUTH_MSG_RESULT ? reply->result
-								  : AUTH_RESULT_TEMPFAIL;
+	enum auth_result result =
+	    reply->type == AUTH_MSG_RESULT ? reply->result : AUTH_RESULT_TEMPFAIL;
 
 	if (result == AUTH_RESULT_FAIL || result == AUTH_RESULT_BANNED) {
 		lmtp_reply(session, "550 5.1.1 <%s> User unknown", address);
@@ -329,8 +332,8 @@ static void lmtp_rcpt_resolve(struct lmtp_session *session, const struct auth_re
 	}
 	if (result == AUTH_RESULT_OK && reply->user != NULL && reply->location != NULL &&
 	    store_backend_find(reply->location, &maildir) != &store_backend_maildir) {
-		log_error("rcpt_location_unsupported", "session=%s to=%s location=%s",
-			  session->id, log_quote(address), log_quote(reply->location));
+		log_error("rcpt_location_unsupported", "session=%s to=%s location=%s", session->id,
+			  log_quote(address), log_quote(reply->location));
 		maildir = NULL;
 	}
 	if (result != AUTH_RESULT_OK || maildir == NULL) {
@@ -380,8 +383,8 @@ int lmtp_text_begin(struct lmtp_session *session)
 		d->quota_bytes = session->recipients[i].quota_bytes;
 		d->quota_messages = session->recipients[i].quota_messages;
 	}
-	session->delivery = delivery_begin(session->delivery_recipients, count, session->sender,
-					   &result, &error);
+	session->delivery =
+	    delivery_begin(session->delivery_recipients, count, session->sender, &result, &error);
 	if (session->delivery != NULL)
 		return 0;
 	log_error("delivery_begin_failed", "session=%s error=%s", session->id,
@@ -478,8 +481,8 @@ static void lmtp_text_reply_one(struct lmtp_session *session, struct delivery_re
 		return;
 	}
 	log_info("delivery_failed", "session=%s from=%s to=%s user=%s size=%llu reason=%s",
-		 session->id, log_quote(session->sender), log_quote(d->address),
-		 log_quote(d->user), (unsigned long long)session->text_size, log_quote(reason));
+		 session->id, log_quote(session->sender), log_quote(d->address), log_quote(d->user),
+		 (unsigned long long)session->text_size, log_quote(reason));
 	switch (d->result) {
 	case DELIVERY_OVER_QUOTA:
 		lmtp_reply_quota_full(session, d->address);
@@ -499,8 +502,9 @@ static void lmtp_text_reply_too_big(struct lmtp_session *session)
 {
 	for (size_t i = 0; i < session->recipient_count; i++) {
 		struct delivery_recipient *d = &session->delivery_recipients[i];
-		log_info("delivery_failed", "session=%s from=%s to=%s user=%s size=%llu "
-					    "reason=too_big",
+		log_info("delivery_failed",
+			 "session=%s from=%s to=%s user=%s size=%llu "
+			 "reason=too_big",
 			 session->id, log_quote(session->sender), log_quote(d->address),
 			 log_quote(d->user), (unsigned long long)session->text_size);
 		lmtp_reply(session, "552 5.3.4 <%s> Message too big for system", d->address);

@@ -431,7 +431,8 @@ static bool lmtp_session_run_command(struct lmtp_session *session)
 	if (ret == 0)
 		return false;
 	if (ret == 1 && line[0] == '\0')
-		return true; /* a stray line end (after a miscounted BDAT chunk): nothing to answer */
+		return true; /* a stray line end (after a miscounted BDAT chunk): nothing to answer
+			      */
 	if (ret == -1) {
 		lmtp_reply(session, "500 5.5.6 Line too long (at most %d octets)", LMTP_MAX_LINE);
 		outcome = LMTP_OUTCOME_BAD;
@@ -501,7 +502,7 @@ static void lmtp_session_event_cb(struct bufferevent *bev, short what, void *arg
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		/* nobody is left to acknowledge: a message still arriving is abandoned, so that the
 		 * MTA's retry cannot produce a second copy of anything acknowledged here */
-		lmtp_session_destroy(session, session->closing ? session->close_reason
-							       : "disconnected");
+		lmtp_session_destroy(session,
+				     session->closing ? session->close_reason : "disconnected");
 	}
 }

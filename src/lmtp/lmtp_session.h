@@ -89,22 +89,22 @@ struct lmtp_session {
 
 	/* the message text */
 	enum lmtp_input_mode input;
-	bool text_started;    /* DATA or the first BDAT began it */
-	bool text_too_big;    /* past lmtp_max_message_size: read to the end, deliver nothing */
-	bool text_failed;     /* delivery_begin or delivery_write failed: TEMPFAIL for all */
-	bool bdat_last;       /* the chunk being read is the last one */
-	bool bdat_discard;    /* the chunk is read only to skip it (the BDAT was refused) */
+	bool text_started; /* DATA or the first BDAT began it */
+	bool text_too_big; /* past lmtp_max_message_size: read to the end, deliver nothing */
+	bool text_failed;  /* delivery_begin or delivery_write failed: TEMPFAIL for all */
+	bool bdat_last;	   /* the chunk being read is the last one */
+	bool bdat_discard; /* the chunk is read only to skip it (the BDAT was refused) */
 	uint64_t bdat_remaining;
 	uint64_t bdat_size; /* the chunk's announced size, for its reply */
-	uint64_t text_size;   /* octets received, CRLF counted as two, stuffing dots not */
+	uint64_t text_size; /* octets received, CRLF counted as two, stuffing dots not */
 	bool at_line_start;
-	bool dot_line;        /* the current line began with a dot (removed) */
+	bool dot_line;	      /* the current line began with a dot (removed) */
 	bool cr_pending;      /* a CR whose LF may be in the next chunk */
 	bool line_after_crlf; /* the current line began after a CRLF: only there can "." end DATA */
 	bool prev_bare_lf;    /* the previous line ended with a bare LF */
-	bool held_lf;         /* an empty CRLF line after a bare LF: the client's padding if "." follows */
-	char last_octet;      /* the last octet written, 0 before the first */
-	size_t line_len;      /* octets of the current line after any leading dot */
+	bool held_lf; /* an empty CRLF line after a bare LF: the client's padding if "." follows */
+	char last_octet; /* the last octet written, 0 before the first */
+	size_t line_len; /* octets of the current line after any leading dot */
 	struct delivery *delivery;
 	struct delivery_recipient *delivery_recipients;
 };

@@ -37,7 +37,9 @@ static int tls_read_file(const char *path, char **data_r, size_t *len_r, char **
 	fclose(file);
 	if (failed || len > TLS_PEM_MAX || len == 0) {
 		*error_r = xasprintf("%s: %s", path,
-				     failed ? "read error" : len == 0 ? "empty" : "larger than 1 MiB");
+				     failed	? "read error"
+				     : len == 0 ? "empty"
+						: "larger than 1 MiB");
 		sodium_memzero(data, len > TLS_PEM_MAX ? TLS_PEM_MAX : len);
 		free(data);
 		return -1;
@@ -192,7 +194,8 @@ size_t tls_material_packed_len(const unsigned char *header, size_t header_len)
 	if (header_len < TLS_PACK_HEADER_LEN)
 		return 0;
 	uint32_t total = tls_get_u32(header), blobs = tls_get_u32(header + 4);
-	if (total < TLS_PACK_HEADER_LEN || total > TLS_PACK_MAX || blobs < 4 || (blobs - 4) % 3 != 0)
+	if (total < TLS_PACK_HEADER_LEN || total > TLS_PACK_MAX || blobs < 4 ||
+	    (blobs - 4) % 3 != 0)
 		return 0;
 	return total;
 }
@@ -232,10 +235,10 @@ int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_materia
 	uint32_t entries = (tls_get_u32(buf + 4) - 4) / 3;
 	char *keys = NULL;
 	size_t keys_len = 0;
-	int ret = tls_unpack_blob(buf, len, &pos, &material->cert_pem, &material->cert_len) |
-		  tls_unpack_blob(buf, len, &pos, &material->key_pem, &material->key_len) |
-		  tls_unpack_blob(buf, len, &pos, &material->client_ca_pem,
-				  &material->client_ca_len);
+	int ret =
+	    tls_unpack_blob(buf, len, &pos, &material->cert_pem, &material->cert_len) |
+	    tls_unpack_blob(buf, len, &pos, &material->key_pem, &material->key_len) |
+	    tls_unpack_blob(buf, len, &pos, &material->client_ca_pem, &material->client_ca_len);
 	if (ret == 0 && material->client_ca_len == 0)
 		x_free(&material->client_ca_pem);
 	if (ret == 0)
@@ -338,14 +341,14 @@ static int tls_context_use_client_ca(SSL_CTX *ctx, const struct tls_material *ma
 
 static int tls_context_settings(SSL_CTX *ctx, const struct buzon_config *config, char **error_r)
 {
-	int version = strcmp(config->tls_min_version, "TLSv1.3") == 0 ? TLS1_3_VERSION
-									 : TLS1_2_VERSION;
+	int version =
+	    strcmp(config->tls_min_version, "TLSv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
 
 	SSL_CTX_set_min_proto_version(ctx, version);
 	/* Many mail clients close without close_notify; OpenSSL 3 reports that as an error and
 	 * Debian's libevent 2.1.12 predates its fix. */
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION |
-					 SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+				     SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (config->tls_ciphers != NULL && SSL_CTX_set_cipher_list(ctx, config->tls_ciphers) != 1) {
 		*error_r = tls_error_text("[tls] ciphers");
 		return -1;
@@ -381,8 +384,9 @@ static SSL_CTX *tls_context_one(const struct buzon_config *config,
 		goto fail;
 	}
 	if (tls_context_use_key(ctx, material) < 0) {
-		*error_r = tls_error_text(material->name != NULL ? material->name
-				  : config->tls_key != NULL ? config->tls_key : config->tls_cert);
+		*error_r = tls_error_text(material->name != NULL    ? material->name
+					  : config->tls_key != NULL ? config->tls_key
+								    : config->tls_cert);
 		goto fail;
 	}
 	if (keys != NULL &&
@@ -440,7 +444,8 @@ static int tls_sni_callback(SSL *ssl, int *alert, void *arg)
 	for (int pass = 0; name != NULL && pass < 2; pass++) {
 		for (size_t i = 0; i < table->count; i++) {
 			bool wildcard = table->names[i][0] == '*';
-			if (wildcard == (pass == 1) && tls_sni_name_matches(table->names[i], name)) {
+			if (wildcard == (pass == 1) &&
+			    tls_sni_name_matches(table->names[i], name)) {
 				SSL_set_SSL_CTX(ssl, table->ctxs[i]);
 				return SSL_TLSEXT_ERR_OK;
 			}
@@ -499,8 +504,7 @@ size_t tls_channel_binding_exporter(SSL *ssl, unsigned char *out, size_t size)
 	static const char label[] = "EXPORTER-Channel-Binding";
 
 	/* RFC 9266: 32 bytes; meaningful only with TLS 1.3 (or 1.2 with extended master secret) */
-	if (size < 32 ||
-	    (SSL_version(ssl) < TLS1_3_VERSION && SSL_get_extms_support(ssl) != 1) ||
+	if (size < 32 || (SSL_version(ssl) < TLS1_3_VERSION && SSL_get_extms_support(ssl) != 1) ||
 	    SSL_export_keying_material(ssl, out, 32, label, sizeof(label) - 1, NULL, 0, 0) != 1)
 		return 0;
 	return 32;

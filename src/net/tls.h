@@ -15,7 +15,7 @@
 
 /* The PEM files' contents: the default certificate, and per-name ones chosen by SNI. */
 struct tls_material {
-	char *name; /* SNI name of a per-name entry; NULL for the default */
+	char *name;	/* SNI name of a per-name entry; NULL for the default */
 	char *cert_pem; /* certificate chain, leaf first */
 	size_t cert_len;
 	char *key_pem;

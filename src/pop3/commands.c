@@ -236,8 +236,8 @@ static enum pop3_outcome pop3_send_message(struct pop3_session *session, size_t 
 			  log_quote(session->login_user), msg->uidl,
 			  log_quote(error != NULL ? error : ""));
 		free(error);
-		pop3_reply_err(session, "%s Message %zu cannot be read now", pop3_store_error_code(kind),
-			       index + 1);
+		pop3_reply_err(session, "%s Message %zu cannot be read now",
+			       pop3_store_error_code(kind), index + 1);
 		return POP3_OUTCOME_OK;
 	}
 	if (top_lines < 0)

@@ -8,21 +8,17 @@
 #include "pop3/parse.h"
 #include "pop3/session.h"
 
-enum pop3_outcome pop3_cmd_user(struct pop3_session *session,
-				const struct pop3_command_line *cmd);
-enum pop3_outcome pop3_cmd_pass(struct pop3_session *session,
-				const struct pop3_command_line *cmd);
-enum pop3_outcome pop3_cmd_apop(struct pop3_session *session,
-				const struct pop3_command_line *cmd);
-enum pop3_outcome pop3_cmd_auth(struct pop3_session *session,
-				const struct pop3_command_line *cmd);
-enum pop3_outcome pop3_cmd_utf8(struct pop3_session *session,
-				const struct pop3_command_line *cmd);
+enum pop3_outcome pop3_cmd_user(struct pop3_session *session, const struct pop3_command_line *cmd);
+enum pop3_outcome pop3_cmd_pass(struct pop3_session *session, const struct pop3_command_line *cmd);
+enum pop3_outcome pop3_cmd_apop(struct pop3_session *session, const struct pop3_command_line *cmd);
+enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_command_line *cmd);
+enum pop3_outcome pop3_cmd_utf8(struct pop3_session *session, const struct pop3_command_line *cmd);
 
 /* A client response line during a SASL exchange (RFC 5034): base64, "=" for empty, "*" cancels. */
 enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *line);
 
-/* Appends the CAPA "SASL …" line with the mechanisms allowed on this connection (nothing if none). */
+/* Appends the CAPA "SASL …" line with the mechanisms allowed on this connection (nothing if none).
+ */
 void pop3_capa_sasl(struct pop3_session *session, struct evbuffer *out);
 
 /* The RFC 2449/3206 response code for a storage failure. */

@@ -78,8 +78,7 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 	session->login_user = xstrdup(user);
 	session->deleted = xcalloc(session->box->count, sizeof(bool));
 	session->retrieved = xcalloc(session->box->count, sizeof(bool));
-	log_info("login",
-		 "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
+	log_info("login", "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
 		 session->id, log_quote(user), session->ip, session->login_mechanism,
 		 session->tls ? "yes" : "no", session->box->count,
 		 (unsigned long long)session->box->total_size);
@@ -109,7 +108,8 @@ static void pop3_login_result(struct pop3_session *session, const struct auth_re
 	case AUTH_RESULT_FAIL:
 		break;
 	default:
-		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_reply_err(session,
+			       "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
 		return;
 	}
@@ -139,8 +139,7 @@ static void pop3_auth_add_client(struct pop3_session *session, struct auth_msg_b
 }
 
 /* Sends the message begun on the auth client and waits for its answer. */
-static enum pop3_outcome pop3_auth_send(struct pop3_session *session,
-					auth_reply_callback *callback)
+static enum pop3_outcome pop3_auth_send(struct pop3_session *session, auth_reply_callback *callback)
 {
 	session->auth_request = auth_client_send(session->worker->auth, callback, session);
 	session->auth_waiting = true;
@@ -169,7 +168,8 @@ static void pop3_pass_answered(void *context, const struct auth_reply *reply)
 		/* USER/PASS has no challenges: an auth process that sends one is broken */
 		auth_client_cancel(session->worker->auth, session->auth_request);
 		session->auth_request = 0;
-		pop3_reply_err(session, "[SYS/TEMP] Authentication is unavailable, try again later");
+		pop3_reply_err(session,
+			       "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
 		return;
 	}
@@ -363,7 +363,8 @@ enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_
 		return POP3_OUTCOME_OK;
 	}
 	const struct sasl_mech *mech = sasl_mech_find(cmd->args[0]);
-	if (mech == NULL || !pop3_mech_enabled(session, mech) || !pop3_mech_offered(session, mech)) {
+	if (mech == NULL || !pop3_mech_enabled(session, mech) ||
+	    !pop3_mech_offered(session, mech)) {
 		if (mech != NULL && sasl_mech_is_plaintext(mech) &&
 		    !pop3_session_cleartext_allowed(session))
 			return pop3_refuse_cleartext(session);
@@ -408,8 +409,8 @@ enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *l
 		return POP3_OUTCOME_BAD;
 	}
 	session->sasl_active = false;
-	struct auth_msg_builder *b = auth_client_begin(
-	    session->worker->auth, AUTH_MSG_SASL_CONTINUE, session->auth_request);
+	struct auth_msg_builder *b =
+	    auth_client_begin(session->worker->auth, AUTH_MSG_SASL_CONTINUE, session->auth_request);
 	auth_msg_add_bytes(b, AUTH_FIELD_RESPONSE, decoded, (size_t)decoded_len);
 	sodium_memzero(decoded, (size_t)decoded_len);
 	free(decoded);

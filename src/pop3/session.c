@@ -230,10 +230,12 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	memcpy(session->ip, ip, sizeof(ip));
 	snprintf(session->id, sizeof(session->id), "%u.%llu", worker->index,
 		 (unsigned long long)++worker->next_session_number);
-	session->bev = implicit_tls ? pop3_session_tls_bev(session, fd, NULL)
-				    : bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	session->bev = implicit_tls
+			   ? pop3_session_tls_bev(session, fd, NULL)
+			   : bufferevent_socket_new(worker->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (session->bev == NULL) {
-		log_error("connection_setup_failed", "ip=%s tls=%s", ip, implicit_tls ? "yes" : "no");
+		log_error("connection_setup_failed", "ip=%s tls=%s", ip,
+			  implicit_tls ? "yes" : "no");
 		pop3_session_release_prelogin(session);
 		close(fd);
 		free(session);

@@ -52,21 +52,21 @@ struct pop3_session {
 	bool peer_gone;	       /* the client closed: finish what it sent, write nothing */
 	bool closing;
 	const char *close_reason;
-	bool tls;           /* the connection is (or is becoming) encrypted */
+	bool tls;	    /* the connection is (or is becoming) encrypted */
 	bool tls_announced; /* the TLS handshake completion was logged */
 	unsigned int bad_commands;
 	unsigned int commands;
 
 	char *user; /* from USER, until PASS */
 	char *login_user;
-	uint32_t auth_request;        /* the open request to the auth process, 0 when none */
-	bool auth_waiting;            /* its answer is awaited: no input is processed meanwhile */
-	bool sasl_active;             /* a challenge was sent: the next line is a SASL response */
-	const char *login_mechanism;  /* USER, APOP or the SASL mechanism, for logs */
-	char apop_timestamp[96];      /* the greeting's <timestamp> when APOP is on, else "" */
-	bool utf8;                    /* the client sent UTF8 (RFC 6856) */
-	struct event *delay_timer; /* failed-login delay */
-	struct event *close_timer; /* waits for a TLS filter's lower layer to drain */
+	uint32_t auth_request;	     /* the open request to the auth process, 0 when none */
+	bool auth_waiting;	     /* its answer is awaited: no input is processed meanwhile */
+	bool sasl_active;	     /* a challenge was sent: the next line is a SASL response */
+	const char *login_mechanism; /* USER, APOP or the SASL mechanism, for logs */
+	char apop_timestamp[96];     /* the greeting's <timestamp> when APOP is on, else "" */
+	bool utf8;		     /* the client sent UTF8 (RFC 6856) */
+	struct event *delay_timer;   /* failed-login delay */
+	struct event *close_timer;   /* waits for a TLS filter's lower layer to drain */
 
 	struct store_mailbox *box;
 	bool *deleted;

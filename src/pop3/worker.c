@@ -138,9 +138,11 @@ static void pop3_worker_listen(struct pop3_worker *worker, const struct pop3_wor
 
 int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker_setup *setup)
 {
-	struct pop3_worker worker = {
-	    .index = setup->index, .config = config, .ip_limit = setup->ip_limit,
-	    .session_limit = setup->session_limit, .bans = setup->bans};
+	struct pop3_worker worker = {.index = setup->index,
+				     .config = config,
+				     .ip_limit = setup->ip_limit,
+				     .session_limit = setup->session_limit,
+				     .bans = setup->bans};
 	struct event_config *event_config = event_config_new();
 
 	/* one thread per loop: no locks needed inside libevent */

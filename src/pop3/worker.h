@@ -22,9 +22,9 @@ struct pop3_worker {
 	const struct buzon_config *config;
 	struct event_base *base;
 	struct auth_client *auth;
-	struct ip_limit *ip_limit;       /* pre-login connections per IP, across workers */
-	struct ip_limit *session_limit;  /* logged-in sessions per IP, across workers */
-	struct ban_table *bans; /* client IPs the auth process banned */
+	struct ip_limit *ip_limit;	/* pre-login connections per IP, across workers */
+	struct ip_limit *session_limit; /* logged-in sessions per IP, across workers */
+	struct ban_table *bans;		/* client IPs the auth process banned */
 	struct evconnlistener **listeners;
 	size_t listener_count;
 	struct pop3_session *sessions; /* every live session, for shutdown */
@@ -32,8 +32,8 @@ struct pop3_worker {
 	uint64_t next_session_number;
 	char *implementation;	     /* CAPA IMPLEMENTATION text */
 	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
-	char hostname[64];           /* for APOP timestamps */
-	SSL_CTX *tls_ctx;            /* NULL when TLS is not configured */
+	char hostname[64];	     /* for APOP timestamps */
+	SSL_CTX *tls_ctx;	     /* NULL when TLS is not configured */
 	struct bufferevent *ctl;     /* the master's control channel */
 };
 

@@ -49,9 +49,9 @@ enum sasl_status {
 struct sasl_output {
 	unsigned char *challenge; /* CONTINUE: newly allocated, may be empty (len 0) */
 	size_t challenge_len;
-	char *user;	   /* CHECK_PASSWORD, SUCCESS: newly allocated authentication identity */
-	char *password;	   /* CHECK_PASSWORD: newly allocated; caller wipes and frees */
-	char *authzid;     /* CHECK_PASSWORD, SUCCESS: log in as this user (master users); NULL: user */
+	char *user;	/* CHECK_PASSWORD, SUCCESS: newly allocated authentication identity */
+	char *password; /* CHECK_PASSWORD: newly allocated; caller wipes and frees */
+	char *authzid; /* CHECK_PASSWORD, SUCCESS: log in as this user (master users); NULL: user */
 	const char *error; /* FAILURE: static text */
 };
 

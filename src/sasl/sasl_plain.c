@@ -65,8 +65,8 @@ static enum sasl_status sasl_plain_step(struct sasl_conv *conv, const unsigned c
 			return sasl_output_fail(out, "authorization identity not allowed");
 		}
 	}
-	enum sasl_status status = sasl_output_check_password(out, f.authcid, f.authcid_len,
-							     f.password, f.password_len);
+	enum sasl_status status =
+	    sasl_output_check_password(out, f.authcid, f.authcid_len, f.password, f.password_len);
 	out->authzid = authzid;
 	return status;
 }

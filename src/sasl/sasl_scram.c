@@ -24,7 +24,7 @@ enum scram_phase { SCRAM_PHASE_FIRST, SCRAM_PHASE_FINAL, SCRAM_PHASE_ACK };
 struct sasl_scram_state {
 	enum scram_phase phase;
 	char *authzid; /* a master user's target, or NULL */
-	bool asked; /* the empty challenge for a missing initial response went out */
+	bool asked;    /* the empty challenge for a missing initial response went out */
 	char *gs2_header;
 	size_t gs2_header_len;
 	const unsigned char *cb_data; /* into the channel; NULL without channel binding */

@@ -40,8 +40,8 @@
 
 /* One message of the snapshot, parallel to store_mailbox.messages. */
 struct maildir_file {
-	char *name;	 /* current name in cur/; changes when flags are renamed */
-	size_t base_len; /* length of the base name: the part of name before ':' */
+	char *name;	    /* current name in cur/; changes when flags are renamed */
+	size_t base_len;    /* length of the base name: the part of name before ':' */
 	uint64_t file_size; /* octets on disk, for the quota usage */
 };
 
@@ -1044,8 +1044,8 @@ size_t maildir_cleanup_tmp(const char *maildir)
 		if (unlinkat(dirfd(dir), d->d_name, 0) == 0)
 			removed++;
 		else
-			log_warn("tmp_cleanup_failed", "path=%s file=%s error=%s",
-				 log_quote(path), log_quote(d->d_name), log_quote(strerror(errno)));
+			log_warn("tmp_cleanup_failed", "path=%s file=%s error=%s", log_quote(path),
+				 log_quote(d->d_name), log_quote(strerror(errno)));
 	}
 	closedir(dir);
 	free(path);

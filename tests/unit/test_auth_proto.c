@@ -145,13 +145,13 @@ static void test_result_with_location(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_truncations_and_extra_bytes_refused),
-		cmocka_unit_test(test_header_checks),
-		cmocka_unit_test(test_field_rules),
-		cmocka_unit_test(test_nul_in_strings_refused_bytes_allowed),
-		cmocka_unit_test(test_builder_overflow_fails),
-		cmocka_unit_test(test_result_with_location),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_truncations_and_extra_bytes_refused),
+	    cmocka_unit_test(test_header_checks),
+	    cmocka_unit_test(test_field_rules),
+	    cmocka_unit_test(test_nul_in_strings_refused_bytes_allowed),
+	    cmocka_unit_test(test_builder_overflow_fails),
+	    cmocka_unit_test(test_result_with_location),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,7 @@ struct harness {
 	struct lmtp_server server;
 	struct event *auth_event;
 	int auth_peer_fd; /* the test's end: plays the auth process */
-	int client_fd;    /* the test's end of the LMTP connection */
+	int client_fd;	  /* the test's end of the LMTP connection */
 	unsigned int lookups;
 	char buf[1 << 16];
 	size_t len;
@@ -63,7 +63,7 @@ static void fake_auth_readable(evutil_socket_t fd, short what, void *arg)
 	h->lookups++;
 	local_part(&msg.fields[AUTH_FIELD_USER], user, sizeof(user));
 	bool known = strcmp(user, "alice") == 0 || strcmp(user, "small") == 0;
-	enum auth_result result = known			      ? AUTH_RESULT_OK
+	enum auth_result result = known				? AUTH_RESULT_OK
 				  : strcmp(user, "broken") == 0 ? AUTH_RESULT_TEMPFAIL
 								: AUTH_RESULT_FAIL;
 	auth_msg_begin(&out, AUTH_MSG_RESULT, msg.id);
@@ -96,8 +96,8 @@ static int setup(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, auth_pair), 0);
 	h->server.auth = auth_client_create(h->server.base, auth_pair[0]);
 	h->auth_peer_fd = auth_pair[1];
-	h->auth_event = event_new(h->server.base, h->auth_peer_fd, EV_READ | EV_PERSIST,
-				  fake_auth_readable, h);
+	h->auth_event =
+	    event_new(h->server.base, h->auth_peer_fd, EV_READ | EV_PERSIST, fake_auth_readable, h);
 	event_add(h->auth_event, NULL);
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, conn_pair), 0);
@@ -226,9 +226,9 @@ static void test_greeting_and_lhlo(void **state)
 	assert_true(pump_until(h, "220 mx.example LMTP buzon ready\r\n", 2));
 	say(h, "LHLO client.example\r\n");
 	assert_true(pump_until(h, "250 SIZE 10000\r\n", 2));
-	const char *want[] = {"250-mx.example\r\n", "250-PIPELINING\r\n",
-			      "250-ENHANCEDSTATUSCODES\r\n", "250-8BITMIME\r\n",
-			      "250-SMTPUTF8\r\n", "250-CHUNKING\r\n"};
+	const char *want[] = {
+	    "250-mx.example\r\n", "250-PIPELINING\r\n", "250-ENHANCEDSTATUSCODES\r\n",
+	    "250-8BITMIME\r\n",	  "250-SMTPUTF8\r\n",	"250-CHUNKING\r\n"};
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++)
 		assert_non_null(strstr(h->buf, want[i]));
 	say(h, "HELO client.example\r\nEHLO client.example\r\nFOO\r\nVRFY alice\r\n");
@@ -275,9 +275,15 @@ static void test_pipelined(void **state)
 	say(h, "LHLO c\r\nMAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<unknown@example.org>\r\n"
 	       "RCPT TO:<alice@example.org>\r\nDATA\r\nNOOP\r\n.\r\nNOOP\r\nQUIT\r\n");
 	assert_true(pump_until(h, "221 2.0.0", 3));
-	const char *order[] = {"220 ",	     "250 SIZE",    "250 2.1.0",   "550 5.1.1",
-			       "250 2.1.5", "354 ",	    "250 2.0.0 <alice@example.org> delivered",
-			       "250 2.0.0 OK", "221 2.0.0"};
+	const char *order[] = {"220 ",
+			       "250 SIZE",
+			       "250 2.1.0",
+			       "550 5.1.1",
+			       "250 2.1.5",
+			       "354 ",
+			       "250 2.0.0 <alice@example.org> delivered",
+			       "250 2.0.0 OK",
+			       "221 2.0.0"};
 	const char *at = h->buf;
 	for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
 		const char *next = strstr(at, order[i]);

@@ -717,7 +717,8 @@ static void test_second_open_does_not_rewrite_index(void **state)
 static void test_stale_tmp_cleaned_at_open(void **state)
 {
 	struct fixture *fx = *state;
-	struct timeval old[2] = {{.tv_sec = time(NULL) - 2 * 86400}, {.tv_sec = time(NULL) - 2 * 86400}};
+	struct timeval old[2] = {{.tv_sec = time(NULL) - 2 * 86400},
+				 {.tv_sec = time(NULL) - 2 * 86400}};
 
 	create_maildir(fx);
 	put_message(fx, "tmp", "1.M1.stale", "half a message");
@@ -906,10 +907,10 @@ static void test_quota_usage_open_commit(void **state)
 	char *quota_path = xasprintf("%s/%s", fx->maildir, QUOTA_FILE_NAME);
 
 	create_maildir(fx);
-	put_message(fx, "cur", "1.M1.h:2,", "one\n");	     /* 4 octets */
+	put_message(fx, "cur", "1.M1.h:2,", "one\n");	      /* 4 octets */
 	put_message(fx, "new", "2.M1.h,S=6,W=7", "two!\n\n"); /* 6 octets */
 	put_message(fx, "cur", "3.M1.h:2,", "three\r\n");     /* 7 octets */
-	write_path(quota_path, "999999 99\n", 10);		     /* stale */
+	write_path(quota_path, "999999 99\n", 10);	      /* stale */
 	struct store_mailbox *box = open_ok(fx);
 	assert_int_equal(box->count, 3);
 	assert_quota_usage(fx, 17, 3);

@@ -29,13 +29,15 @@ static void expect_refused(const char *in, bool stored)
 /* RFC 4013 §3, the examples table. */
 static void test_rfc4013_examples(void **state)
 {
-	expect("I\xc2\xadX", false, "IX");       /* SOFT HYPHEN mapped to nothing */
-	expect("user", false, "user");           /* no transformation */
-	expect("USER", false, "USER");           /* case preserved */
-	expect("\xc2\xaa", false, "a");          /* ORDINAL INDICATOR -> a (NFKC) */
-	expect("\xe2\x85\xa8", false, "IX");     /* ROMAN NUMERAL NINE -> IX */
-	expect_refused("\x07", false);           /* control character */
-	expect_refused("\xd8\xa7" "1", false);   /* bidi check: RandALCat and L/number mixed */
+	expect("I\xc2\xadX", false, "IX");   /* SOFT HYPHEN mapped to nothing */
+	expect("user", false, "user");	     /* no transformation */
+	expect("USER", false, "USER");	     /* case preserved */
+	expect("\xc2\xaa", false, "a");	     /* ORDINAL INDICATOR -> a (NFKC) */
+	expect("\xe2\x85\xa8", false, "IX"); /* ROMAN NUMERAL NINE -> IX */
+	expect_refused("\x07", false);	     /* control character */
+	expect_refused("\xd8\xa7"
+		       "1",
+		       false); /* bidi check: RandALCat and L/number mixed */
 }
 
 static void test_ascii_passwords_unchanged(void **state)
@@ -46,7 +48,9 @@ static void test_ascii_passwords_unchanged(void **state)
 
 static void test_non_ascii_space_becomes_space(void **state)
 {
-	expect("a\xc2\xa0" "b", false, "a b"); /* NO-BREAK SPACE */
+	expect("a\xc2\xa0"
+	       "b",
+	       false, "a b"); /* NO-BREAK SPACE */
 }
 
 /* U+0221 was unassigned in Unicode 3.2: allowed in a query, refused when stored (RFC 3454 §7). */
@@ -68,11 +72,11 @@ static void test_invalid_utf8_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rfc4013_examples),
-		cmocka_unit_test(test_ascii_passwords_unchanged),
-		cmocka_unit_test(test_non_ascii_space_becomes_space),
-		cmocka_unit_test(test_unassigned_stored_vs_query),
-		cmocka_unit_test(test_invalid_utf8_refused),
+	    cmocka_unit_test(test_rfc4013_examples),
+	    cmocka_unit_test(test_ascii_passwords_unchanged),
+	    cmocka_unit_test(test_non_ascii_space_becomes_space),
+	    cmocka_unit_test(test_unassigned_stored_vs_query),
+	    cmocka_unit_test(test_invalid_utf8_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

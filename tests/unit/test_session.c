@@ -114,8 +114,8 @@ static int setup_with_peer(void **state, uint32_t peer_ip)
 	fcntl(h->client_fd, F_SETFL, O_NONBLOCK);
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(peer_ip)};
 	evutil_make_socket_nonblocking(conn_pair[0]);
-	assert_non_null(
-	    pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer, sizeof(peer), false));
+	assert_non_null(pop3_session_create(&h->worker, conn_pair[0], (struct sockaddr *)&peer,
+					    sizeof(peer), false));
 	*state = h;
 	return 0;
 }
