@@ -73,8 +73,9 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
 
 const char *log_quote(const char *value)
 {
-	static char buffers[4][512];
-	static unsigned next;
+	/* per thread: the auth process and the delivery path may log from more than one thread */
+	static _Thread_local char buffers[4][512];
+	static _Thread_local unsigned next;
 	char *out = buffers[next++ % ARRAY_SIZE(buffers)];
 	size_t o = 0, cap = sizeof(buffers[0]);
 	bool needs_quotes = value[0] == '\0';
