@@ -207,6 +207,7 @@ static int master_spawn_auth(struct master *master)
 		identity_drop(&master->auth_identity);
 		/* same-user workers must not be able to ptrace this process to read hashes */
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		prctl(PR_SET_NAME, "buzon-auth", 0, 0, 0);
 		int status = auth_server_main(master->config, pair[1], master->bans);
 		close(pair[1]);
 		master_free(master);
@@ -267,6 +268,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .bans = master->bans,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
 		};
+		prctl(PR_SET_NAME, "buzon-pop3", 0, 0, 0);
 		int status = pop3_worker_main(master->config, &setup);
 		master_free(master);
 		exit(status);
@@ -421,6 +423,7 @@ static int master_spawn_lmtp(struct master *master)
 		struct lmtp_worker_setup setup = {.listen_fds = master->lmtp_fds,
 						  .listen_count = master->lmtp_fd_count,
 						  .auth_fd = pair[1]};
+		prctl(PR_SET_NAME, "buzon-lmtp", 0, 0, 0);
 		int status = lmtp_worker_main(master->config, &setup);
 		master_free(master);
 		exit(status);

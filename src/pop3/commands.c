@@ -120,47 +120,117 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 	return POP3_OUTCOME_OK;
 }
 
+/* QUIT's commit unlinks, renames and fsyncs: it runs on the worker's offload threads. The job owns
+ * the snapshot and the session's marks from submission on, and unlocks the maildrop when done, so
+ * a session that goes away meanwhile changes nothing about the outcome. */
+struct pop3_commit_job {
+	struct pop3_store_job base; /* first: the session points at it while waiting */
+	struct store_mailbox *box;
+	bool *deleted;
+	bool *retrieved;
+	bool mark_seen;
+	size_t deleted_count;
+	size_t live;
+	char *session_id;
+	char *user;
+	enum store_error kind;
+	char *error;
+	int ret;
+};
+
+static void pop3_commit_job_run(struct offload_job *job)
+{
+	struct pop3_commit_job *commit = (struct pop3_commit_job *)job;
+	struct store_changes changes = {.deleted = commit->deleted,
+					.retrieved = commit->retrieved,
+					.mark_seen = commit->mark_seen};
+
+	commit->ret =
+	    commit->box->backend->commit(commit->box, &changes, &commit->kind, &commit->error);
+	/* unlock now, not when the connection is gone: a client that reconnects as soon as it
+	 * reads the +OK must not find its own old session holding the maildrop */
+	commit->box->backend->close(&commit->box);
+}
+
+static void pop3_commit_job_done(struct offload_job *job)
+{
+	struct pop3_commit_job *commit = (struct pop3_commit_job *)job;
+	struct pop3_session *session = commit->base.session;
+
+	if (!job->ran) {
+		/* shutdown before it started: nothing was changed, which is what SIGTERM means */
+		commit->box->backend->close(&commit->box);
+		commit->ret = -1;
+		commit->kind = STORE_ERROR_TEMP;
+	}
+	if (commit->ret < 0)
+		log_error("commit_failed", "session=%s user=%s error=%s", commit->session_id,
+			  log_quote(commit->user),
+			  log_quote(commit->error != NULL ? commit->error : "not run"));
+	else if (session == NULL)
+		log_info("commit_done", "session=%s user=%s deleted=%zu after=disconnect",
+			 commit->session_id, log_quote(commit->user), commit->deleted_count);
+	if (session != NULL) {
+		session->store_job = NULL;
+		session->store_waiting = false;
+		if (commit->ret < 0) {
+			pop3_reply_err(
+			    session, "%s Some messages could not be deleted, try again later",
+			    commit->kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
+		} else {
+			session->committed_deletions = commit->deleted_count;
+			pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
+				      commit->deleted_count, commit->live);
+		}
+		pop3_session_resume(session, POP3_OUTCOME_CLOSE);
+	}
+	free(commit->deleted);
+	free(commit->retrieved);
+	free(commit->session_id);
+	free(commit->user);
+	free(commit->error);
+	free(commit);
+}
+
 static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 {
-	const struct buzon_config *config = session->worker->config;
-	struct store_changes changes = {.deleted = session->deleted,
-					.retrieved = session->retrieved,
-					.mark_seen = config->retr_marks_seen};
-	enum store_error kind = STORE_ERROR_NONE;
-	char *error = NULL;
+	bool mark_seen = session->worker->config->retr_marks_seen;
 	size_t live;
 	uint64_t size;
 
 	session->close_reason = "quit";
 	pop3_count_live(session, &live, &size);
-	if (session->deleted_count == 0 && (!changes.mark_seen || session->retrieved_count == 0)) {
+	if (session->deleted_count == 0 && (!mark_seen || session->retrieved_count == 0)) {
+		session->box->backend->close(&session->box); /* unlock before the +OK */
 		pop3_reply_ok(session, "Logging out, %zu messages left", live);
 		return POP3_OUTCOME_CLOSE;
 	}
-	if (session->box->backend->commit(session->box, &changes, &kind, &error) < 0) {
-		log_error("commit_failed", "session=%s user=%s error=%s", session->id,
-			  log_quote(session->login_user), log_quote(error != NULL ? error : ""));
-		free(error);
-		pop3_reply_err(session, "%s Some messages could not be deleted, try again later",
-			       kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
-		return POP3_OUTCOME_CLOSE;
-	}
-	session->committed_deletions = session->deleted_count;
-	pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
-		      session->deleted_count, live);
-	return POP3_OUTCOME_CLOSE;
+	struct pop3_commit_job *commit = xcalloc(1, sizeof(*commit));
+	commit->base.job.run = pop3_commit_job_run;
+	commit->base.job.done = pop3_commit_job_done;
+	commit->base.session = session;
+	commit->box = session->box;
+	commit->deleted = session->deleted;
+	commit->retrieved = session->retrieved;
+	commit->mark_seen = mark_seen;
+	commit->deleted_count = session->deleted_count;
+	commit->live = live;
+	commit->session_id = xstrdup(session->id);
+	commit->user = xstrdup(session->login_user);
+	session->box = NULL;
+	session->deleted = NULL;
+	session->retrieved = NULL;
+	session->store_job = &commit->base;
+	session->store_waiting = true;
+	offload_submit(session->worker->offload, &commit->base.job);
+	return POP3_OUTCOME_WAIT;
 }
 
 static enum pop3_outcome pop3_cmd_quit(struct pop3_session *session,
 				       const struct pop3_command_line *cmd)
 {
-	if (session->state == POP3_STATE_TRANSACTION) {
-		enum pop3_outcome outcome = pop3_quit_commit(session);
-		/* unlock now, not when the connection is gone: a client that reconnects as soon as
-		 * it reads the +OK must not find its own old session holding the maildrop */
-		session->box->backend->close(&session->box);
-		return outcome;
-	}
+	if (session->state == POP3_STATE_TRANSACTION)
+		return pop3_quit_commit(session);
 	session->close_reason = "quit";
 	pop3_reply_ok(session, "Logging out");
 	return POP3_OUTCOME_CLOSE;

@@ -12,6 +12,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/offload.h"
 #include "core/util.h"
 #include "net/ip_limit.h"
 #include "net/tls.h"
@@ -39,13 +40,91 @@ static void pop3_login_failed(evutil_socket_t fd, short what, void *arg)
 	pop3_session_resume(session, POP3_OUTCOME_BAD);
 }
 
+/* Opening a maildrop scans directories and may write the index: it runs on the worker's offload
+ * threads, and the session takes no input until it is done. */
+struct pop3_open_job {
+	struct pop3_store_job base; /* first: the session points at it while waiting */
+	const struct store_backend *backend;
+	char *path;
+	char *user;
+	struct store_mailbox *box;
+	enum store_error kind;
+	char *error;
+	int ret;
+};
+
+static void pop3_open_job_run(struct offload_job *job)
+{
+	struct pop3_open_job *open_job = (struct pop3_open_job *)job;
+
+	open_job->ret = open_job->backend->open(open_job->path, &open_job->box, &open_job->kind,
+						&open_job->error);
+}
+
+static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct pop3_open_job *job)
+{
+	struct pop3_worker *worker = session->worker;
+	const char *user = job->user;
+
+	if (job->ret < 0) {
+		if (session->session_counted)
+			ip_limit_release(worker->session_limit,
+					 (const struct sockaddr *)&session->peer);
+		session->session_counted = false;
+		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
+			 log_quote(user), pop3_store_error_code(job->kind),
+			 log_quote(job->error != NULL ? job->error : "not run"));
+		if (job->kind == STORE_ERROR_IN_USE)
+			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
+		else
+			pop3_reply_err(session, "%s Cannot open the mailbox",
+				       pop3_store_error_code(job->kind));
+		return POP3_OUTCOME_OK;
+	}
+	session->box = job->box;
+	job->box = NULL;
+	session->state = POP3_STATE_TRANSACTION;
+	session->login_user = xstrdup(user);
+	session->deleted = xcalloc(session->box->count, sizeof(bool));
+	session->retrieved = xcalloc(session->box->count, sizeof(bool));
+	log_info("login", "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
+		 session->id, log_quote(user), session->ip, session->login_mechanism,
+		 session->tls ? "yes" : "no", session->box->count,
+		 (unsigned long long)session->box->total_size);
+	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
+		      (unsigned long long)session->box->total_size);
+	return POP3_OUTCOME_OK;
+}
+
+static void pop3_open_job_done(struct offload_job *job)
+{
+	struct pop3_open_job *open_job = (struct pop3_open_job *)job;
+	struct pop3_session *session = open_job->base.session;
+
+	if (!job->ran && open_job->error == NULL) {
+		open_job->ret = -1;
+		open_job->kind = STORE_ERROR_TEMP;
+		open_job->error = xstrdup("server shutting down");
+	}
+	if (session != NULL) {
+		session->store_job = NULL;
+		session->store_waiting = false;
+		pop3_session_resume(session, pop3_login_opened(session, open_job));
+	}
+	/* a session that went away meanwhile leaves the maildrop to be unlocked here */
+	if (open_job->box != NULL)
+		open_job->box->backend->close(&open_job->box);
+	free(open_job->path);
+	free(open_job->user);
+	free(open_job->error);
+	free(open_job);
+}
+
 static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, const char *user,
 						 const char *location)
 {
 	const char *path;
 	const struct store_backend *backend = store_backend_find(location, &path);
-	enum store_error kind = STORE_ERROR_TEMP;
-	char *error = NULL;
 	struct pop3_worker *worker = session->worker;
 
 	/* a session per user is the maildrop lock's job; this bounds one address's sessions */
@@ -58,33 +137,27 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 		return POP3_OUTCOME_OK;
 	}
 	session->session_counted = worker->session_limit != NULL;
-	if (backend == NULL || backend->open(path, &session->box, &kind, &error) < 0) {
-		if (session->session_counted)
-			ip_limit_release(worker->session_limit,
-					 (const struct sockaddr *)&session->peer);
-		session->session_counted = false;
-		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
-			 log_quote(user), pop3_store_error_code(kind),
-			 log_quote(error != NULL ? error : "unknown backend"));
-		free(error);
-		if (kind == STORE_ERROR_IN_USE)
-			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
-		else
-			pop3_reply_err(session, "%s Cannot open the mailbox",
-				       pop3_store_error_code(kind));
-		return POP3_OUTCOME_OK;
+
+	struct pop3_open_job *job = xcalloc(1, sizeof(*job));
+	job->base.job.run = pop3_open_job_run;
+	job->base.job.done = pop3_open_job_done;
+	job->base.session = session;
+	job->user = xstrdup(user);
+	if (backend == NULL) {
+		job->ret = -1;
+		job->kind = STORE_ERROR_PERM;
+		job->error = xasprintf("unknown mailbox backend: %s", location);
+		enum pop3_outcome outcome = pop3_login_opened(session, job);
+		job->base.session = NULL;
+		pop3_open_job_done(&job->base.job);
+		return outcome;
 	}
-	session->state = POP3_STATE_TRANSACTION;
-	session->login_user = xstrdup(user);
-	session->deleted = xcalloc(session->box->count, sizeof(bool));
-	session->retrieved = xcalloc(session->box->count, sizeof(bool));
-	log_info("login", "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
-		 session->id, log_quote(user), session->ip, session->login_mechanism,
-		 session->tls ? "yes" : "no", session->box->count,
-		 (unsigned long long)session->box->total_size);
-	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
-		      (unsigned long long)session->box->total_size);
-	return POP3_OUTCOME_OK;
+	job->backend = backend;
+	job->path = xstrdup(path);
+	session->store_job = &job->base;
+	session->store_waiting = true;
+	offload_submit(worker->offload, &job->base.job);
+	return POP3_OUTCOME_WAIT;
 }
 
 /* Acts on the auth process's final answer to any way of logging in. */

@@ -311,6 +311,8 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 		event_free(session->delay_timer);
 	if (session->close_timer != NULL)
 		event_free(session->close_timer);
+	if (session->store_job != NULL)
+		session->store_job->session = NULL; /* it finishes on its own */
 	if (session->box != NULL)
 		session->box->backend->close(&session->box);
 	pop3_session_release_prelogin(session);
@@ -441,8 +443,8 @@ static void pop3_session_run_input(struct pop3_session *session)
 {
 	char line[POP3_MAX_SASL_LINE + 1];
 
-	while (!session->closing && !session->auth_waiting && session->delay_timer == NULL &&
-	       session->stream == POP3_STREAM_NONE) {
+	while (!session->closing && !session->auth_waiting && !session->store_waiting &&
+	       session->delay_timer == NULL && session->stream == POP3_STREAM_NONE) {
 		if (session->peer_gone)
 			evbuffer_drain(bufferevent_get_output(session->bev),
 				       pop3_output_len(session));
@@ -469,7 +471,7 @@ static void pop3_session_run_input(struct pop3_session *session)
 			return;
 	}
 	if (session->peer_gone && !session->closing && !session->auth_waiting &&
-	    session->delay_timer == NULL)
+	    !session->store_waiting && session->delay_timer == NULL)
 		pop3_session_destroy(session, "disconnected");
 }
 

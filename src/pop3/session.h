@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/offload.h"
 #include "pop3/dotstuff.h"
 #include "store/store.h"
 
@@ -28,6 +29,14 @@ enum pop3_outcome {
 	POP3_OUTCOME_WAIT,   /* waiting for the auth process; no more input until it answers */
 	POP3_OUTCOME_STREAM, /* a multi-line reply is being streamed */
 	POP3_OUTCOME_CLOSE,  /* replied; close once the reply is sent */
+};
+
+/* A mailbox operation (open, commit) running on the worker's offload threads for a session. The
+ * session points at it while waiting and clears session when it goes away first, so that the job
+ * finishes alone and releases what it holds. */
+struct pop3_store_job {
+	struct offload_job job;
+	struct pop3_session *session; /* NULL once the session is gone */
 };
 
 /* The multi-line reply in progress, produced in slices as the output buffer drains. */
@@ -68,6 +77,8 @@ struct pop3_session {
 	struct event *delay_timer;   /* failed-login delay */
 	struct event *close_timer;   /* waits for a TLS filter's lower layer to drain */
 
+	struct pop3_store_job *store_job; /* the mailbox operation in progress, if any */
+	bool store_waiting;		  /* no input is processed until it completes */
 	struct store_mailbox *box;
 	bool *deleted;
 	bool *retrieved;

@@ -11,6 +11,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/offload.h"
 #include "core/util.h"
 #include "pop3/session.h"
 #include "net/tls.h"
@@ -31,6 +32,10 @@ static void pop3_worker_accept_tls(struct evconnlistener *listener, evutil_socke
 
 /* How long accepting pauses after accept() fails for lack of descriptors or memory. */
 #define POP3_ACCEPT_PAUSE_MS 100
+
+/* Threads per worker for mailbox opens and commits. They wait on the disk, not the CPU, so a few
+ * let one worker open several big mailboxes at once without any of them holding up its loop. */
+#define POP3_WORKER_OFFLOAD_THREADS 4
 
 static void pop3_worker_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
@@ -158,6 +163,9 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
+	worker.offload = offload_pool_new(worker.base, POP3_WORKER_OFFLOAD_THREADS);
+	if (worker.offload == NULL)
+		fatal("cannot start the offload threads: %s", strerror(errno));
 	worker.ctl = bufferevent_socket_new(worker.base, setup->ctl_fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(worker.ctl, pop3_worker_ctl_read, NULL, pop3_worker_ctl_event, &worker);
 	bufferevent_enable(worker.ctl, EV_READ);
@@ -182,6 +190,8 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 
 	while (worker.sessions != NULL)
 		pop3_session_destroy(worker.sessions, "shutdown");
+	/* after the sessions: jobs that outlived them release their maildrops */
+	offload_pool_free(&worker.offload);
 	for (size_t i = 0; i < worker.listener_count; i++)
 		evconnlistener_free(worker.listeners[i]);
 	free(worker.listeners);

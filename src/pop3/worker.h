@@ -16,6 +16,7 @@ struct tls_material;
 struct ip_limit;
 struct ban_table;
 struct pop3_session;
+struct offload_pool;
 
 struct pop3_worker {
 	unsigned int index;
@@ -30,11 +31,12 @@ struct pop3_worker {
 	struct pop3_session *sessions; /* every live session, for shutdown */
 	unsigned int session_count;
 	uint64_t next_session_number;
-	char *implementation;	     /* CAPA IMPLEMENTATION text */
-	struct event *accept_resume; /* re-enables accepting after running out of descriptors */
-	char hostname[64];	     /* for APOP timestamps */
-	SSL_CTX *tls_ctx;	     /* NULL when TLS is not configured */
-	struct bufferevent *ctl;     /* the master's control channel */
+	char *implementation;	      /* CAPA IMPLEMENTATION text */
+	struct event *accept_resume;  /* re-enables accepting after running out of descriptors */
+	char hostname[64];	      /* for APOP timestamps */
+	SSL_CTX *tls_ctx;	      /* NULL when TLS is not configured */
+	struct bufferevent *ctl;      /* the master's control channel */
+	struct offload_pool *offload; /* threads for mailbox opens and commits */
 };
 
 /* What the master hands a worker it starts. */

@@ -38,8 +38,9 @@ def status_field(pid, name):
 
 
 def role_of(pid):
-    """The auth process hashes in a thread pool; a POP3 worker is one thread with one loop."""
-    return "auth" if int(status_field(pid, "Threads")[0]) > 1 else "pop3"
+    """The master names its children (prctl PR_SET_NAME): buzon-auth, buzon-pop3, buzon-lmtp."""
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().strip().replace("buzon-", "")
 
 
 @needs_root
