@@ -38,6 +38,10 @@
  * overhead vanishes and small enough for the stack of any worker thread. */
 #define MAILDIR_COUNT_CHUNK 65536
 
+/* A directory's time is recorded in the index only once it is this many seconds old: changes
+ * within one tick of the filesystem's clock would not move it, but any later change does. */
+#define MAILDIR_STAMP_SETTLE_SECONDS 2
+
 /* One message of the snapshot, parallel to store_mailbox.messages. */
 struct maildir_file {
 	char *name;	    /* current name in cur/; changes when flags are renamed */
@@ -254,6 +258,14 @@ static void maildir_scan_drop_duplicates(struct maildir_mailbox *mbox, struct ma
 	scan->count = out;
 }
 
+/* The directories' modification times, read before anything in them is read. */
+struct maildir_dirs_seen {
+	bool ok;
+	struct timespec cur_mtime;
+	struct timespec new_mtime;
+	time_t now;
+};
+
 /* ---- sizes ---- */
 
 /* Counts the octets of the open file and its LFs not preceded by CR. */
@@ -376,6 +388,15 @@ static int maildir_size_find(struct maildir_mailbox *mbox, struct maildir_found 
 
 /* ---- building the snapshot ---- */
 
+/* Remembers the flags part of the file's name in the index, for opens that skip readdir. */
+static bool maildir_entry_note_info(struct uidlist_entry *entry, const struct maildir_found *f)
+{
+	const char *info = maildir_name_info(f->name);
+
+	return uidlist_entry_set_info(entry, info != NULL ? info + 1 : NULL,
+				      info != NULL ? strlen(info + 1) : 0);
+}
+
 /* Sizes one listed file and matches it with the index. Returns false if it is left out of the
  * snapshot (it vanished or cannot be read); its index entry, if any, is kept, because a file that
  * vanished was most likely renamed by another Maildir tool and keeps its base name. */
@@ -397,6 +418,8 @@ static bool maildir_scan_one(struct maildir_mailbox *mbox, struct maildir_scan *
 	if (entry == NULL)
 		return true; /* new: its UID is assigned in name order afterwards */
 	f->uid = entry->uid;
+	if (maildir_entry_note_info(entry, f))
+		scan->index_changed = true;
 	if (cache_stale) {
 		entry->crlf_size = f->size;
 		entry->file_size = f->file_size;
@@ -420,6 +443,7 @@ static int maildir_scan_assign_uids(struct maildir_mailbox *mbox, struct maildir
 			*error_r = xasprintf("%s: UID space exhausted", mbox->index_path);
 			return -1;
 		}
+		(void)maildir_entry_note_info(&mbox->uidlist->entries[mbox->uidlist->count - 1], f);
 		scan->index_changed = true;
 		scan->uids_assigned = true;
 	}
@@ -443,6 +467,19 @@ static void maildir_scan_size_all(struct maildir_mailbox *mbox, struct maildir_s
 	scan->count = out;
 }
 
+/* The UIDL: the UID and the UIDVALIDITY as 8 lower-case hex digits each (store.h). Written by
+ * hand because a big mailbox formats a hundred thousand of them per open. */
+static void maildir_uidl_format(char uidl[STORE_UIDL_LEN + 1], uint32_t uid, uint32_t uidvalidity)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 8; i++) {
+		uidl[7 - i] = hex[(uid >> (4 * i)) & 0xf];
+		uidl[15 - i] = hex[(uidvalidity >> (4 * i)) & 0xf];
+	}
+	uidl[STORE_UIDL_LEN] = '\0';
+}
+
 /* Moves the scan into the mailbox: messages and files in ascending UID order. */
 static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_scan *scan)
 {
@@ -459,8 +496,7 @@ static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_s
 		struct store_message *msg = &box->messages[i];
 		msg->uid = scan->found[i].uid;
 		msg->size = scan->found[i].size;
-		snprintf(msg->uidl, sizeof(msg->uidl), "%08lx%08lx", (unsigned long)msg->uid,
-			 (unsigned long)uidvalidity);
+		maildir_uidl_format(msg->uidl, msg->uid, uidvalidity);
 		box->total_size += msg->size;
 		mbox->files[i].name = scan->found[i].name;
 		mbox->files[i].base_len = scan->found[i].base_len;
@@ -492,7 +528,57 @@ static int maildir_scan_save(struct maildir_mailbox *mbox, const struct maildir_
 	return 0;
 }
 
+/* Whether the index can be trusted to list cur/ whole: every entry knows its name and size. */
+static bool maildir_index_complete(const struct uidlist *list)
+{
+	for (size_t i = 0; i < list->count; i++) {
+		const struct uidlist_entry *entry = &list->entries[i];
+		if (entry->info == NULL || entry->crlf_size == UIDLIST_SIZE_UNKNOWN ||
+		    entry->file_size == UIDLIST_SIZE_UNKNOWN)
+			return false;
+	}
+	return true;
+}
+
+static bool maildir_time_settled(const struct timespec *mtime, time_t now)
+{
+	return mtime->tv_sec + MAILDIR_STAMP_SETTLE_SECONDS <= now;
+}
+
+static bool maildir_stamp_equal(const struct uidlist_dir_stamp *a,
+				const struct uidlist_dir_stamp *b)
+{
+	return a->valid == b->valid &&
+	       (!a->valid || (a->cur_mtime.tv_sec == b->cur_mtime.tv_sec &&
+			      a->cur_mtime.tv_nsec == b->cur_mtime.tv_nsec &&
+			      a->new_mtime.tv_sec == b->new_mtime.tv_sec &&
+			      a->new_mtime.tv_nsec == b->new_mtime.tv_nsec));
+}
+
+/* After a full scan: records the directories' times as they were before reading them, when they
+ * are old enough and new/ was left empty, so that the next open can skip reading them. Returns
+ * true if the stamp changed (the index should be saved). */
+static bool maildir_stamp_update(struct maildir_mailbox *mbox, const struct maildir_dirs_seen *seen,
+				 size_t new_left)
+{
+	struct uidlist_dir_stamp stamp = {.valid = false};
+	struct uidlist *list = mbox->uidlist;
+
+	if (seen->ok && new_left == 0 && maildir_time_settled(&seen->cur_mtime, seen->now) &&
+	    maildir_time_settled(&seen->new_mtime, seen->now) && maildir_index_complete(list)) {
+		stamp.valid = true;
+		stamp.cur_mtime = seen->cur_mtime;
+		stamp.new_mtime = seen->new_mtime;
+	}
+	if (maildir_stamp_equal(&stamp, &list->stamp))
+		return false;
+	list->stamp = stamp;
+	/* dropping a stamp need not be written: the directories' times no longer match it */
+	return stamp.valid;
+}
+
 static int maildir_snapshot_build(struct maildir_mailbox *mbox, bool index_changed,
+				  const struct maildir_dirs_seen *seen, size_t new_left,
 				  enum store_error *kind_r, char **error_r)
 {
 	struct maildir_scan scan = {.index_changed = index_changed};
@@ -505,6 +591,8 @@ static int maildir_snapshot_build(struct maildir_mailbox *mbox, bool index_chang
 	if (maildir_scan_assign_uids(mbox, &scan, kind_r, error_r) < 0)
 		goto out;
 	if (uidlist_sweep(mbox->uidlist) > 0)
+		scan.index_changed = true;
+	if (maildir_stamp_update(mbox, seen, new_left))
 		scan.index_changed = true;
 	if (maildir_scan_save(mbox, &scan, kind_r, error_r) < 0)
 		goto out;
@@ -546,8 +634,8 @@ static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_pa
 
 /* No fsync of new/ or cur/ here: after a crash a message is in one or the other, and in either it
  * is found under the same base name and so keeps its UID. */
-static int maildir_new_move_all(struct maildir_mailbox *mbox, enum store_error *kind_r,
-				char **error_r)
+static int maildir_new_move_all(struct maildir_mailbox *mbox, size_t *left_r,
+				enum store_error *kind_r, char **error_r)
 {
 	char *new_path = xasprintf("%s/new", mbox->path);
 	DIR *dir = opendir(new_path);
@@ -560,8 +648,8 @@ static int maildir_new_move_all(struct maildir_mailbox *mbox, enum store_error *
 		return -1;
 	}
 	for (errno = 0; (d = readdir(dir)) != NULL; errno = 0) {
-		if (maildir_dirent_usable(d))
-			(void)maildir_new_move_one(mbox, new_path, d->d_name);
+		if (maildir_dirent_usable(d) && maildir_new_move_one(mbox, new_path, d->d_name) < 0)
+			(*left_r)++;
 	}
 	if (errno != 0)
 		ret = maildir_fail_errno("readdir", new_path, kind_r, error_r);
@@ -694,10 +782,65 @@ static void maildir_quota_reset(struct maildir_mailbox *mbox)
 	}
 }
 
+static void maildir_dirs_stat(struct maildir_mailbox *mbox, struct maildir_dirs_seen *seen_r)
+{
+	char *new_path = xasprintf("%s/new", mbox->path);
+	struct stat cur_st, new_st;
+
+	seen_r->ok = fstat(mbox->cur_fd, &cur_st) == 0 && stat(new_path, &new_st) == 0;
+	if (seen_r->ok) {
+		seen_r->cur_mtime = cur_st.st_mtim;
+		seen_r->new_mtime = new_st.st_mtim;
+		seen_r->now = time(NULL);
+	}
+	free(new_path);
+}
+
+/* The snapshot straight from the index, when its stamp says cur/ and new/ have not changed since
+ * it was known to list cur/ exactly: no readdir, no sorting, no stat() per message. Returns false
+ * if the index cannot be used so (the caller reads the directories). */
+static bool maildir_snapshot_from_index(struct maildir_mailbox *mbox,
+					const struct maildir_dirs_seen *seen)
+{
+	struct uidlist *list = mbox->uidlist;
+	struct uidlist_dir_stamp now_stamp = {
+	    .valid = seen->ok, .cur_mtime = seen->cur_mtime, .new_mtime = seen->new_mtime};
+	struct store_mailbox *box = &mbox->box;
+
+	if (!list->stamp.valid || !maildir_stamp_equal(&list->stamp, &now_stamp) ||
+	    !maildir_index_complete(list))
+		return false;
+	box->count = list->count;
+	box->messages = xcalloc(list->count, sizeof(box->messages[0]));
+	mbox->files = xcalloc(list->count, sizeof(mbox->files[0]));
+	box->total_size = 0;
+	for (size_t i = 0; i < list->count; i++) {
+		const struct uidlist_entry *entry = &list->entries[i];
+		struct store_message *msg = &box->messages[i];
+		size_t base_len = strlen(entry->basename), info_len = strlen(entry->info);
+		char *name = xmalloc(base_len + 1 + info_len + 1);
+
+		memcpy(name, entry->basename, base_len);
+		name[base_len] = ':';
+		memcpy(name + base_len + 1, entry->info, info_len + 1);
+		msg->uid = entry->uid;
+		msg->size = entry->crlf_size;
+		maildir_uidl_format(msg->uidl, msg->uid, list->uidvalidity);
+		box->total_size += msg->size;
+		mbox->files[i].name = name;
+		mbox->files[i].base_len = base_len;
+		mbox->files[i].file_size = entry->file_size;
+		mbox->file_bytes += entry->file_size;
+	}
+	return true;
+}
+
 static int maildir_open(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
 			char **error_r)
 {
 	struct maildir_mailbox *mbox;
+	struct maildir_dirs_seen seen = {.ok = false};
+	size_t new_left = 0;
 	int changed = 0;
 
 	if (path[0] == '\0') {
@@ -708,9 +851,14 @@ static int maildir_open(const char *path, struct store_mailbox **box_r, enum sto
 	mbox = maildir_mailbox_new(path);
 	if (maildir_dirs_create(mbox, kind_r, error_r) < 0 ||
 	    maildir_lock(mbox, kind_r, error_r) < 0 ||
-	    (changed = maildir_index_load(mbox, kind_r, error_r)) < 0 ||
-	    maildir_new_move_all(mbox, kind_r, error_r) < 0 ||
-	    maildir_snapshot_build(mbox, changed > 0, kind_r, error_r) < 0) {
+	    (changed = maildir_index_load(mbox, kind_r, error_r)) < 0) {
+		maildir_mailbox_free(&mbox);
+		return -1;
+	}
+	maildir_dirs_stat(mbox, &seen);
+	if ((changed > 0 || !maildir_snapshot_from_index(mbox, &seen)) &&
+	    (maildir_new_move_all(mbox, &new_left, kind_r, error_r) < 0 ||
+	     maildir_snapshot_build(mbox, changed > 0, &seen, new_left, kind_r, error_r) < 0)) {
 		maildir_mailbox_free(&mbox);
 		return -1;
 	}

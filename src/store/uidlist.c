@@ -2,19 +2,23 @@
  *
  * File format (text, one record per LF-terminated line, fields separated by one space):
  *
- *   buzon-uidlist 1 <uidvalidity> <next_uid>
- *   <uid> <crlf_size> <file_size> <basename>
+ *   buzon-uidlist 2 <uidvalidity> <next_uid> <cur_mtime> <new_mtime>
+ *   <uid> <crlf_size> <file_size> <basename>[:<info>]
  *   ...
  *   end <uidvalidity> <next_uid> <count>
  *
- *  - "1" is the format version.
+ *  - "2" is the format version; version 1 files (no mtimes, no info) are read too.
+ *  - cur_mtime, new_mtime: "<seconds>.<nanoseconds>" of the cur/ and new/ directories when the
+ *    lines were known to list cur/ exactly (see struct uidlist_dir_stamp), or "-" for both.
  *  - uidvalidity: 1..4294967295; next_uid: 1..4294967296 (one past the highest UID ever assigned,
  *    including UIDs of messages deleted since; it never goes down).
  *  - One line per message in ascending UID order. uid: 1..4294967295, unique. crlf_size: the size
  *    RETR sends (bare LF counted as CRLF); file_size: the size of the file that crlf_size was
  *    computed for, so that a changed file is noticed; either may be "-" (not cached).
  *    basename: the Maildir file name before ':' (1..255 bytes, no control bytes, space, DEL, '/'
- *    or ':'); it is the rest of the line.
+ *    or ':'); info: what followed ':' in the file's name in cur/ when last seen (flags such as
+ *    "2,S"; same bytes as basename, ':' allowed), absent when unknown. They are the rest of the
+ *    line.
  *  - The trailer repeats uidvalidity and next_uid and gives the number of message lines. A file
  *    whose last line is not the trailer was truncated; a damaged header is recovered from it.
  *
@@ -35,7 +39,8 @@
 #include "core/util.h"
 #include "store/uidlist.h"
 
-#define UIDLIST_VERSION	     1
+#define UIDLIST_VERSION	     2
+#define UIDLIST_VERSION_MIN  1
 #define UIDLIST_HEADER_WORD  "buzon-uidlist"
 #define UIDLIST_TRAILER_WORD "end"
 
@@ -48,7 +53,8 @@ struct uidlist_bounds {
 	bool valid;
 	uint32_t uidvalidity;
 	uint64_t next_uid;
-	uint64_t count; /* trailer only */
+	uint64_t count;			/* trailer only */
+	struct uidlist_dir_stamp stamp; /* header of version 2 only */
 };
 
 /* A growing text buffer for uidlist_format(). */
@@ -79,10 +85,24 @@ void uidlist_free(struct uidlist **list)
 {
 	if (*list == NULL)
 		return;
-	for (size_t i = 0; i < (*list)->count; i++)
+	for (size_t i = 0; i < (*list)->count; i++) {
 		free((*list)->entries[i].basename);
+		free((*list)->entries[i].info);
+	}
 	free((*list)->entries);
 	x_free(list);
+}
+
+bool uidlist_info_valid(const char *info, size_t len)
+{
+	if (len > UIDLIST_BASENAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)info[i];
+		if (c <= ' ' || c == 0x7f || c == '/')
+			return false;
+	}
+	return true;
 }
 
 bool uidlist_basename_valid(const char *basename, size_t len)
@@ -134,6 +154,40 @@ static int uidlist_parse_size(const char **p, const char *end, uint64_t *value_r
 	return uidlist_parse_number(p, end, 0, UIDLIST_SIZE_UNKNOWN - 1, value_r);
 }
 
+/* Parses "<seconds>.<nanoseconds>" (ends at a space or at end). */
+static int uidlist_parse_mtime(const char **p, const char *end, struct timespec *ts_r)
+{
+	const char *space = memchr(*p, ' ', (size_t)(end - *p));
+	const char *stop = space != NULL ? space : end;
+	const char *dot = memchr(*p, '.', (size_t)(stop - *p));
+	unsigned long long sec, nsec;
+
+	if (dot == NULL || str_parse_uint_n(*p, (size_t)(dot - *p), 1, INT64_MAX, &sec) < 0 ||
+	    str_parse_uint_n(dot + 1, (size_t)(stop - dot - 1), 0, 999999999, &nsec) < 0)
+		return -1;
+	ts_r->tv_sec = (time_t)sec;
+	ts_r->tv_nsec = (long)nsec;
+	*p = stop;
+	return 0;
+}
+
+/* Parses " <cur_mtime> <new_mtime>" of a version 2 header: both times, or "- -". */
+static int uidlist_parse_stamp(const char **p, const char *end, struct uidlist_dir_stamp *stamp_r)
+{
+	memset(stamp_r, 0, sizeof(*stamp_r));
+	if (uidlist_parse_space(p, end) < 0)
+		return -1;
+	if ((size_t)(end - *p) == 3 && memcmp(*p, "- -", 3) == 0) {
+		*p = end;
+		return 0;
+	}
+	if (uidlist_parse_mtime(p, end, &stamp_r->cur_mtime) < 0 ||
+	    uidlist_parse_space(p, end) < 0 || uidlist_parse_mtime(p, end, &stamp_r->new_mtime) < 0)
+		return -1;
+	stamp_r->valid = true;
+	return 0;
+}
+
 /* Parses "<word> <uidvalidity> <next_uid>" and, when with_count, " <count>"; nothing may follow. */
 static int uidlist_parse_bounds(const char *line, const char *end, const char *word,
 				bool with_count, struct uidlist_bounds *bounds_r)
@@ -145,9 +199,10 @@ static int uidlist_parse_bounds(const char *line, const char *end, const char *w
 	if ((size_t)(end - p) <= word_len || memcmp(p, word, word_len) != 0)
 		return -1;
 	p += word_len;
+	version = UIDLIST_VERSION_MIN;
 	if (!with_count &&
 	    (uidlist_parse_space(&p, end) < 0 ||
-	     uidlist_parse_number(&p, end, UIDLIST_VERSION, UIDLIST_VERSION, &version) < 0))
+	     uidlist_parse_number(&p, end, UIDLIST_VERSION_MIN, UIDLIST_VERSION, &version) < 0))
 		return -1;
 	if (uidlist_parse_space(&p, end) < 0 ||
 	    uidlist_parse_number(&p, end, 1, UINT32_MAX, &uidvalidity) < 0 ||
@@ -156,6 +211,9 @@ static int uidlist_parse_bounds(const char *line, const char *end, const char *w
 		0)
 		return -1;
 	bounds_r->count = 0;
+	memset(&bounds_r->stamp, 0, sizeof(bounds_r->stamp));
+	if (!with_count && version >= 2 && uidlist_parse_stamp(&p, end, &bounds_r->stamp) < 0)
+		return -1;
 	if (with_count && (uidlist_parse_space(&p, end) < 0 ||
 			   uidlist_parse_number(&p, end, 0, UINT64_MAX - 1, &bounds_r->count) < 0))
 		return -1;
@@ -167,7 +225,8 @@ static int uidlist_parse_bounds(const char *line, const char *end, const char *w
 }
 
 static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t crlf_size,
-				 uint64_t file_size, const char *basename, size_t len)
+				 uint64_t file_size, const char *basename, size_t len,
+				 const char *info, size_t info_len)
 {
 	if (list->count == list->alloc) {
 		list->alloc = list->alloc == 0 ? 64 : list->alloc * 2;
@@ -179,10 +238,12 @@ static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t cr
 	entry->crlf_size = crlf_size;
 	entry->file_size = file_size;
 	entry->basename = xstrndup(basename, len);
+	entry->info = info != NULL ? xstrndup(info, info_len) : NULL;
 	list->sorted_by_name = false;
 }
 
-/* Parses "<uid> <crlf_size> <file_size> <basename>" and appends it. Returns -1 if malformed. */
+/* Parses "<uid> <crlf_size> <file_size> <basename>[:<info>]" and appends it. Returns -1 if
+ * malformed. */
 static int uidlist_parse_entry(struct uidlist *list, const char *line, const char *end)
 {
 	const char *p = line;
@@ -191,9 +252,16 @@ static int uidlist_parse_entry(struct uidlist *list, const char *line, const cha
 	if (uidlist_parse_number(&p, end, 1, UIDLIST_UID_MAX, &uid) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &crlf_size) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &file_size) < 0 ||
-	    uidlist_parse_space(&p, end) < 0 || !uidlist_basename_valid(p, (size_t)(end - p)))
+	    uidlist_parse_space(&p, end) < 0)
 		return -1;
-	uidlist_append_entry(list, (uint32_t)uid, crlf_size, file_size, p, (size_t)(end - p));
+	const char *colon = memchr(p, ':', (size_t)(end - p));
+	const char *base_end = colon != NULL ? colon : end;
+	if (!uidlist_basename_valid(p, (size_t)(base_end - p)) ||
+	    (colon != NULL && !uidlist_info_valid(colon + 1, (size_t)(end - colon - 1))))
+		return -1;
+	uidlist_append_entry(list, (uint32_t)uid, crlf_size, file_size, p, (size_t)(base_end - p),
+			     colon != NULL ? colon + 1 : NULL,
+			     colon != NULL ? (size_t)(end - colon - 1) : 0);
 	return 0;
 }
 
@@ -230,6 +298,7 @@ static size_t uidlist_drop_adjacent(struct uidlist *list, bool by_uid)
 					   : strcmp(kept->basename, entry->basename) == 0;
 			if (same) {
 				free(entry->basename);
+				free(entry->info);
 				continue;
 			}
 		}
@@ -254,6 +323,15 @@ static size_t uidlist_drop_duplicates(struct uidlist *list)
 	dropped += uidlist_drop_adjacent(list, false);
 	list->sorted_by_name = true;
 	return dropped;
+}
+
+static bool uidlist_uids_ascending(const struct uidlist *list)
+{
+	for (size_t i = 1; i < list->count; i++) {
+		if (list->entries[i - 1].uid >= list->entries[i].uid)
+			return false;
+	}
+	return true;
 }
 
 /* Settles UIDVALIDITY and next_uid from the header, the trailer and the lines themselves. */
@@ -324,44 +402,97 @@ struct uidlist *uidlist_parse(const char *data, size_t len, bool *damaged_r)
 		uidlist_parse_line(&parser, line, lf, line == data, lf + 1 == end);
 		line = lf + 1;
 	}
-	if (uidlist_drop_duplicates(parser.list) > 0)
+	/* A file as we write it has strictly ascending UIDs and, since every name is added only
+	 * after a lookup, no name twice: only damage calls for the sorting duplicate check. */
+	if ((parser.damaged || !uidlist_uids_ascending(parser.list)) &&
+	    uidlist_drop_duplicates(parser.list) > 0)
 		parser.damaged = true;
 	if (uidlist_apply_bounds(parser.list, &parser.header, &parser.trailer, parser.lines))
 		parser.damaged = true;
+	if (!parser.damaged)
+		parser.list->stamp = parser.header.stamp;
 	*damaged_r = parser.damaged;
 	return parser.list;
 }
 
 /* ---- formatting and saving ---- */
 
-static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void uidlist_text_append(struct uidlist_text *text, const char *fmt, ...)
+/* Makes room for len more bytes. */
+static char *uidlist_text_reserve(struct uidlist_text *text, size_t len)
 {
-	va_list args;
-
-	for (;;) {
-		va_start(args, fmt);
-		int n = vsnprintf(text->data + text->len, text->alloc - text->len, fmt, args);
-		va_end(args);
-		if (n < 0)
-			fatal("uidlist: vsnprintf failed");
-		if ((size_t)n < text->alloc - text->len) {
-			text->len += (size_t)n;
-			return;
-		}
-		text->alloc = text->alloc * 2 + (size_t)n;
+	if (text->alloc - text->len < len) {
+		text->alloc = text->alloc * 2 + len;
 		text->data = xrealloc(text->data, text->alloc);
 	}
+	return text->data + text->len;
+}
+
+static void uidlist_text_append_mem(struct uidlist_text *text, const void *data, size_t len)
+{
+	memcpy(uidlist_text_reserve(text, len), data, len);
+	text->len += len;
+}
+
+/* Appends the decimal digits of value: the index of a big mailbox has hundreds of thousands of
+ * numbers, and printf's parsing of a format for each would dominate the save. */
+static void uidlist_text_append_number(struct uidlist_text *text, uint64_t value)
+{
+	char digits[20];
+	size_t n = 0;
+
+	do {
+		digits[sizeof(digits) - 1 - n++] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value != 0);
+	uidlist_text_append_mem(text, digits + sizeof(digits) - n, n);
 }
 
 static void uidlist_text_append_size(struct uidlist_text *text, uint64_t size)
 {
-	if (size == UIDLIST_SIZE_UNKNOWN)
-		uidlist_text_append(text, " -");
-	else
-		uidlist_text_append(text, " %llu", (unsigned long long)size);
+	if (size == UIDLIST_SIZE_UNKNOWN) {
+		uidlist_text_append_mem(text, " -", 2);
+		return;
+	}
+	uidlist_text_append_mem(text, " ", 1);
+	uidlist_text_append_number(text, size);
+}
+
+static void uidlist_text_append_mtime(struct uidlist_text *text, const struct timespec *ts)
+{
+	char buf[48];
+	int n = snprintf(buf, sizeof(buf), " %lld.%09ld", (long long)ts->tv_sec, ts->tv_nsec);
+
+	uidlist_text_append_mem(text, buf, (size_t)n);
+}
+
+static void uidlist_text_append_header(struct uidlist_text *text, const struct uidlist *list)
+{
+	char buf[96];
+	int n = snprintf(buf, sizeof(buf), "%s %d %lu %llu", UIDLIST_HEADER_WORD, UIDLIST_VERSION,
+			 (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid);
+
+	uidlist_text_append_mem(text, buf, (size_t)n);
+	if (list->stamp.valid) {
+		uidlist_text_append_mtime(text, &list->stamp.cur_mtime);
+		uidlist_text_append_mtime(text, &list->stamp.new_mtime);
+	} else {
+		uidlist_text_append_mem(text, " - -", 4);
+	}
+	uidlist_text_append_mem(text, "\n", 1);
+}
+
+static void uidlist_text_append_entry(struct uidlist_text *text, const struct uidlist_entry *entry)
+{
+	uidlist_text_append_number(text, entry->uid);
+	uidlist_text_append_size(text, entry->crlf_size);
+	uidlist_text_append_size(text, entry->file_size);
+	uidlist_text_append_mem(text, " ", 1);
+	uidlist_text_append_mem(text, entry->basename, strlen(entry->basename));
+	if (entry->info != NULL) {
+		uidlist_text_append_mem(text, ":", 1);
+		uidlist_text_append_mem(text, entry->info, strlen(entry->info));
+	}
+	uidlist_text_append_mem(text, "\n", 1);
 }
 
 static int uidlist_cmp_uid_ptr(const void *a, const void *b)
@@ -375,22 +506,22 @@ char *uidlist_format(const struct uidlist *list, size_t *len_r)
 {
 	const struct uidlist_entry **sorted = xcalloc(list->count, sizeof(*sorted));
 	struct uidlist_text text = {.alloc = 128 + list->count * 64};
+	char trailer[96];
 
 	text.data = xmalloc(text.alloc);
 	for (size_t i = 0; i < list->count; i++)
 		sorted[i] = &list->entries[i];
-	qsort(sorted, list->count, sizeof(*sorted), uidlist_cmp_uid_ptr);
-	uidlist_text_append(&text, "%s %d %lu %llu\n", UIDLIST_HEADER_WORD, UIDLIST_VERSION,
-			    (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid);
-	for (size_t i = 0; i < list->count; i++) {
-		uidlist_text_append(&text, "%lu", (unsigned long)sorted[i]->uid);
-		uidlist_text_append_size(&text, sorted[i]->crlf_size);
-		uidlist_text_append_size(&text, sorted[i]->file_size);
-		uidlist_text_append(&text, " %s\n", sorted[i]->basename);
-	}
-	uidlist_text_append(&text, "%s %lu %llu %zu\n", UIDLIST_TRAILER_WORD,
-			    (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid,
-			    list->count);
+	if (!uidlist_uids_ascending(list))
+		qsort(sorted, list->count, sizeof(*sorted), uidlist_cmp_uid_ptr);
+	uidlist_text_append_header(&text, list);
+	for (size_t i = 0; i < list->count; i++)
+		uidlist_text_append_entry(&text, sorted[i]);
+	int n = snprintf(trailer, sizeof(trailer), "%s %lu %llu %zu\n", UIDLIST_TRAILER_WORD,
+			 (unsigned long)list->uidvalidity, (unsigned long long)list->next_uid,
+			 list->count);
+	uidlist_text_append_mem(&text, trailer, (size_t)n);
+	uidlist_text_append_mem(&text, "", 1); /* the NUL the caller may rely on */
+	text.len--;
 	free(sorted);
 	*len_r = text.len;
 	return text.data;
@@ -577,8 +708,23 @@ int uidlist_add(struct uidlist *list, const char *basename, size_t len, uint64_t
 	if (!uidlist_basename_valid(basename, len) || list->next_uid > UIDLIST_UID_MAX)
 		return -1;
 	*uid_r = (uint32_t)list->next_uid++;
-	uidlist_append_entry(list, *uid_r, crlf_size, file_size, basename, len);
+	uidlist_append_entry(list, *uid_r, crlf_size, file_size, basename, len, NULL, 0);
 	return 0;
+}
+
+bool uidlist_entry_set_info(struct uidlist_entry *entry, const char *info, size_t len)
+{
+	if (info == NULL || !uidlist_info_valid(info, len)) {
+		bool changed = entry->info != NULL;
+		x_free(&entry->info);
+		return changed;
+	}
+	if (entry->info != NULL && strlen(entry->info) == len &&
+	    memcmp(entry->info, info, len) == 0)
+		return false;
+	free(entry->info);
+	entry->info = xstrndup(info, len);
+	return true;
 }
 
 void uidlist_mark_all(struct uidlist *list, bool present)
@@ -594,6 +740,7 @@ size_t uidlist_sweep(struct uidlist *list)
 	for (size_t i = 0; i < list->count; i++) {
 		if (!list->entries[i].present) {
 			free(list->entries[i].basename);
+			free(list->entries[i].info);
 			continue;
 		}
 		list->entries[out++] = list->entries[i];

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define UIDLIST_FILE_NAME "buzon-uidlist"
 
@@ -34,6 +35,19 @@ struct uidlist_entry {
 	uint64_t crlf_size; /* size as RETR sends it, or UIDLIST_SIZE_UNKNOWN */
 	uint64_t file_size; /* size of the file that crlf_size was computed for, or UNKNOWN */
 	char *basename;	    /* owned by the list */
+	char *info;	    /* what followed ':' in the name in cur/ ("2,S"), NULL if unknown */
+};
+
+/* The modification times of cur/ and new/ at a moment when the entries listed cur/ exactly (with
+ * info and sizes) and new/ held no message. While both directories still have these times,
+ * nothing was added, removed or renamed in them, and a mailbox can be opened from the index alone,
+ * without reading the directories (Dovecot's maildir uidlist does the same). Only times at least
+ * a couple of seconds old are recorded, because a change within the same clock tick would leave a
+ * directory's time unchanged. */
+struct uidlist_dir_stamp {
+	bool valid;
+	struct timespec cur_mtime;
+	struct timespec new_mtime;
 };
 
 struct uidlist {
@@ -41,6 +55,7 @@ struct uidlist {
 	uint64_t next_uid;    /* in [1, UIDLIST_UID_MAX + 1]; greater than every UID held */
 	struct uidlist_entry *entries; /* in no particular order; read them, change only sizes */
 	size_t count;
+	struct uidlist_dir_stamp stamp; /* saved with the list; invalid after damage */
 
 	/* private */
 	size_t alloc;
@@ -84,6 +99,10 @@ struct uidlist_entry *uidlist_lookup(struct uidlist *list, const char *basename,
 int uidlist_add(struct uidlist *list, const char *basename, size_t len, uint64_t crlf_size,
 		uint64_t file_size, uint32_t *uid_r);
 
+/* Records the info part of the entry's current file name (NULL: unknown). Returns true if it
+ * changed. */
+bool uidlist_entry_set_info(struct uidlist_entry *entry, const char *info, size_t len);
+
 /* Sets every entry's present flag to present. */
 void uidlist_mark_all(struct uidlist *list, bool present);
 
@@ -94,6 +113,10 @@ size_t uidlist_sweep(struct uidlist *list);
 /* A base name the file format can hold: 1 to UIDLIST_BASENAME_MAX bytes, none of them a control
  * byte, space, DEL, '/' or ':'. */
 bool uidlist_basename_valid(const char *basename, size_t len);
+
+/* An info part the file format can hold: at most UIDLIST_BASENAME_MAX bytes, none of them a
+ * control byte, space, DEL or '/'. */
+bool uidlist_info_valid(const char *info, size_t len);
 
 /* Frees the list and sets *list to NULL. */
 void uidlist_free(struct uidlist **list);

@@ -323,3 +323,51 @@ def test_message_removed_behind_our_back(server):
     r = c.cmd("QUIT")
     assert r.startswith("+OK") or r.startswith("-ERR [SYS/TEMP]"), r
     assert server.files() == {}
+
+
+def _age_dirs(srv, seconds=10):
+    """Makes cur/ and new/ look untouched for a while, as in a mailbox nobody wrote to lately."""
+    past = time.time() - seconds
+    for sub in ("cur", "new"):
+        os.utime(os.path.join(srv.maildir(), sub), (past, past))
+
+
+def _index_header(srv):
+    with open(os.path.join(srv.maildir(), "buzon-uidlist"), "rb") as f:
+        return f.readline().decode().split()
+
+
+def test_unchanged_mailbox_opens_from_the_index_and_sees_every_change(server):
+    """Once cur/ and new/ have settled, the index records their times and a login trusts it
+    without reading the directories; any delivery, removal or rename changes a time and is seen."""
+    for i in range(3):
+        server.deliver(b"Subject: %d\n\nbody\n" % i)
+    first = _uidls(server)  # moves new/ to cur/: the directories have just changed
+    assert _index_header(server)[4:] == ["-", "-"]
+    _age_dirs(server)
+    assert _uidls(server) == first  # full read; the times are old enough to be recorded
+    header = _index_header(server)
+    assert header[:2] == ["buzon-uidlist", "2"] and header[4] != "-", header
+    assert _uidls(server) == first  # from the index alone
+
+    # a delivery into new/ changes new/'s time
+    server.deliver(b"Subject: later\n\nbody\n")
+    after_delivery = _uidls(server)
+    assert len(after_delivery) == 4
+    assert {k: after_delivery[k] for k in first} == first
+
+    # another Maildir tool removes one file and renames another (flags) in cur/
+    _age_dirs(server)
+    _uidls(server)
+    cur = os.path.join(server.maildir(), "cur")
+    names = sorted(os.listdir(cur))
+    os.unlink(os.path.join(cur, names[0]))
+    os.rename(os.path.join(cur, names[1]), os.path.join(cur, names[1].split(":")[0] + ":2,RS"))
+    c = server.login()
+    assert c.stat()[0] == 3
+    u = c.uidl()
+    assert sorted(u.values()) == sorted(list(after_delivery.values())[1:])
+    # the renamed message is readable under its new name (the snapshot has it)
+    for n in u:
+        assert c.retr(n)
+    c.quit()

@@ -26,6 +26,7 @@
 #include "core/util.h"
 #include "net/ip_limit.h"
 #include "pop3/session.h"
+#include "core/offload.h"
 #include "pop3/worker.h"
 
 struct harness {
@@ -101,6 +102,7 @@ static int setup_with_peer(void **state, uint32_t peer_ip)
 	h->worker.config = &h->config;
 	h->worker.base = event_base_new();
 	h->worker.ip_limit = ip_limit_create();
+	h->worker.offload = offload_pool_new(h->worker.base, 2);
 	h->worker.implementation = "buzon test";
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, auth_pair), 0);
 	h->worker.auth = auth_client_create(h->worker.base, auth_pair[0]);
@@ -126,6 +128,7 @@ static int teardown(void **state)
 
 	while (h->worker.sessions != NULL)
 		pop3_session_destroy(h->worker.sessions, "test");
+	offload_pool_free(&h->worker.offload);
 	auth_client_destroy(&h->worker.auth);
 	event_free(h->auth_event);
 	close(h->auth_peer_fd);

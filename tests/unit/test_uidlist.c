@@ -101,7 +101,7 @@ static void test_round_trip(void **state)
 	size_t len1, len2;
 	char *text1 = uidlist_format(list, &len1), *text2 = uidlist_format(loaded, &len2);
 	assert_string_equal(text1, text2);
-	assert_string_equal(text1, "buzon-uidlist 1 1234567 4\n"
+	assert_string_equal(text1, "buzon-uidlist 2 1234567 4 - -\n"
 				   "1 11 10 1700.M1P1.h,S=10,W=11\n"
 				   "2 - - 1700.M2P1.h\n"
 				   "3 0 0 a\n"
@@ -111,6 +111,55 @@ static void test_round_trip(void **state)
 	uidlist_free(&list);
 	uidlist_free(&loaded);
 	assert_null(loaded);
+}
+
+/* Version 2 keeps each file's info part and the directory stamp; version 1 files still load. */
+static void test_info_and_stamp_round_trip(void **state)
+{
+	bool damaged = true;
+	const char *v2 = "buzon-uidlist 2 77 3 1700000000.000000123 1699999999.999999999\n"
+			 "1 11 10 1.M1.h:2,S\n"
+			 "2 5 5 2.M2.h:2,\n"
+			 "end 77 3 2\n";
+	struct uidlist *list = parse_str(v2, &damaged);
+
+	assert_false(damaged);
+	assert_true(list->stamp.valid);
+	assert_int_equal(list->stamp.cur_mtime.tv_sec, 1700000000);
+	assert_int_equal(list->stamp.cur_mtime.tv_nsec, 123);
+	assert_int_equal(list->stamp.new_mtime.tv_nsec, 999999999);
+	assert_string_equal(list->entries[0].basename, "1.M1.h");
+	assert_string_equal(list->entries[0].info, "2,S");
+	assert_string_equal(list->entries[1].info, "2,");
+	size_t len;
+	char *text = uidlist_format(list, &len);
+	assert_string_equal(text, v2);
+	free(text);
+	assert_true(uidlist_entry_set_info(&list->entries[0], "2,ST", 4));
+	assert_false(uidlist_entry_set_info(&list->entries[0], "2,ST", 4));
+	assert_true(uidlist_entry_set_info(&list->entries[0], NULL, 0));
+	assert_null(list->entries[0].info);
+	uidlist_free(&list);
+
+	list = parse_str("buzon-uidlist 1 77 3\n1 11 10 1.M1.h\nend 77 3 1\n", &damaged);
+	assert_false(damaged);
+	assert_false(list->stamp.valid);
+	assert_null(list->entries[0].info);
+	uidlist_free(&list);
+
+	/* a damaged file's stamp is not believed: the directories must be read */
+	list = parse_str("buzon-uidlist 2 77 3 1700000000.0 1700000000.0\n1 11 10 1.M1.h:2,\n",
+			 &damaged);
+	assert_true(damaged);
+	assert_false(list->stamp.valid);
+	uidlist_free(&list);
+
+	/* a bad stamp makes the header unreadable; the trailer still saves UIDVALIDITY */
+	list = parse_str("buzon-uidlist 2 77 3 17x 1\n1 11 10 1.M1.h\nend 77 3 1\n", &damaged);
+	assert_true(damaged);
+	assert_int_equal(list->uidvalidity, 77);
+	assert_int_equal(list->count, 1);
+	uidlist_free(&list);
 }
 
 static void test_missing_file(void **state)
@@ -475,6 +524,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test(test_info_and_stamp_round_trip),
 	    cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_path, setup, teardown),
 	    cmocka_unit_test(test_damaged_lines),
