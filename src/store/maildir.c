@@ -295,13 +295,31 @@ static int maildir_count_fd(int fd, uint64_t *file_size_r, uint64_t *crlf_size_r
 	return 0;
 }
 
+/* cur/ as a directory descriptor for the *at() calls. An open mailbox does not keep it between
+ * uses: an idle session then holds two descriptors (its socket and the lock), not three, which
+ * decides how many sessions fit in a worker's file limit. Returns -1 with errno set. */
+static int maildir_cur_dir(struct maildir_mailbox *mbox)
+{
+	if (mbox->cur_fd < 0)
+		mbox->cur_fd = open(mbox->cur_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return mbox->cur_fd;
+}
+
+static void maildir_cur_dir_release(struct maildir_mailbox *mbox)
+{
+	if (mbox->cur_fd >= 0)
+		close(mbox->cur_fd);
+	mbox->cur_fd = -1;
+}
+
 /* Opens a message in cur/ for reading. O_NOFOLLOW because a symlink could point at another
  * user's mail; O_NONBLOCK so that a FIFO planted in cur/ cannot hang the worker. Returns -1 with
  * errno set (EINVAL for something that is not a regular file). */
 static int maildir_file_open(struct maildir_mailbox *mbox, const char *name)
 {
 	struct stat st;
-	int fd = openat(mbox->cur_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	int dir = maildir_cur_dir(mbox);
+	int fd = dir < 0 ? -1 : openat(dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
 	if (fd < 0)
 		return -1;
@@ -759,8 +777,7 @@ static void maildir_mailbox_free(struct maildir_mailbox **mboxp)
 	free(mbox->box.messages);
 	free(mbox->by_name);
 	uidlist_free(&mbox->uidlist);
-	if (mbox->cur_fd >= 0)
-		close(mbox->cur_fd);
+	maildir_cur_dir_release(mbox);
 	if (mbox->lock_fd >= 0)
 		close(mbox->lock_fd); /* releases the flock */
 	free(mbox->path);
@@ -862,6 +879,7 @@ static int maildir_open(const char *path, struct store_mailbox **box_r, enum sto
 		maildir_mailbox_free(&mbox);
 		return -1;
 	}
+	maildir_cur_dir_release(mbox);
 	maildir_quota_reset(mbox);
 	size_t stale = maildir_cleanup_tmp(path);
 	if (stale > 0)
@@ -1131,6 +1149,11 @@ static int maildir_commit_run(struct store_mailbox *box, const struct store_chan
 	uint64_t unlinked_bytes = 0;
 
 	commit.unlinked = xcalloc(box->count, sizeof(commit.unlinked[0]));
+	if (maildir_cur_dir(commit.mbox) < 0) {
+		maildir_fail_errno("open", commit.mbox->cur_path, kind_r, error_r);
+		free(commit.unlinked);
+		return -1;
+	}
 	if (changes->deleted != NULL)
 		maildir_commit_deletes(&commit, changes->deleted);
 	if (changes->mark_seen && changes->retrieved != NULL)
