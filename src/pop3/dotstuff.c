@@ -100,8 +100,14 @@ static size_t dotstuff_put_run(struct dotstuff *ds, const char *in, size_t len,
 
 	if (ds->at_line_start && in[0] == '.')
 		dotstuff_batch_put(batch, ".", 1);
-	while (n < len && in[n] != '\r' && in[n] != '\n')
-		n++;
+	/* memchr() scans a word or a vector at a time; most lines hold no CR at all (Maildir files
+	 * written by Postfix end lines with LF), so the second scan is short and rarely finds one
+	 */
+	const char *lf = memchr(in, '\n', len);
+	n = lf != NULL ? (size_t)(lf - in) : len;
+	const char *cr = memchr(in, '\r', n);
+	if (cr != NULL)
+		n = (size_t)(cr - in);
 	dotstuff_batch_put(batch, in, n);
 	ds->at_line_start = false;
 	ds->line_has_content = true;

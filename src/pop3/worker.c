@@ -152,6 +152,9 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 
 	/* one thread per loop: no locks needed inside libevent */
 	event_config_set_flag(event_config, EVENT_BASE_FLAG_NOLOCK);
+	/* coalesce epoll_ctl() calls: a request/response session toggles write interest per reply
+	 */
+	event_config_set_flag(event_config, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	worker.base = event_base_new_with_config(event_config);
 	event_config_free(event_config);
 	if (worker.base == NULL)
