@@ -33,7 +33,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all clean check check-unit check-tree check-asan run format tests
+.PHONY: all clean check check-unit check-tree check-asan run format tests bench-tools bench
 all: $(BUILD)/buzon
 
 $(BUILD)/buzon: $(MAIN_OBJ) $(BUILD)/libbuzon.a
@@ -52,6 +52,18 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbuzon.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libbuzon.a $(PKG_LIBS) -lcmocka
 
 tests: $(UNIT_BIN)
+
+# The POP3 load generator of the benchmarks (bench/loadgen.c; --help for its options).
+bench-tools: $(BUILD)/bench/loadgen
+
+$(BUILD)/bench/loadgen: bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS)
+
+# buzon against Dovecot (default and tuned) side by side; see bench/bench.py. Needs root.
+# QUICK=1 is the CI smoke test (short runs, report in build/bench-quick/).
+bench:
+	$(PYTHON) bench/bench.py $(if $(filter 1,$(QUICK)),--quick)
 
 check-unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail

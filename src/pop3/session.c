@@ -115,9 +115,13 @@ static void pop3_session_close_recheck(evutil_socket_t fd, short what, void *arg
 
 /* Refuses a connection before a session exists: one line, then close. The socket is fresh, so a
  * short line fits in its send buffer. */
-static void pop3_refuse(int fd, const char *line)
+/* Refuses a connection before any session exists. On an implicit-TLS port the client's first
+ * bytes are a TLS ClientHello and it expects TLS back: a plaintext line would only read as a
+ * protocol error, so the connection is just closed (the reason is in the log). */
+static void pop3_refuse(int fd, bool implicit_tls, const char *line)
 {
-	(void)!write(fd, line, strlen(line));
+	if (!implicit_tls)
+		(void)!write(fd, line, strlen(line));
 	close(fd);
 }
 
@@ -202,18 +206,21 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	listener_format_ip(peer, ip, sizeof(ip));
 	if (worker->session_count >= config->max_connections) {
 		log_warn("connection_refused", "ip=%s reason=max_connections", ip);
-		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
+		pop3_refuse(fd, implicit_tls,
+			    "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
 		return NULL;
 	}
 	if (worker->bans != NULL && ban_table_is_banned(worker->bans, peer, ban_table_now())) {
 		log_info("connection_refused", "ip=%s reason=banned", ip);
-		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many failed logins from your address, try "
-				"again later\r\n");
+		pop3_refuse(fd, implicit_tls,
+			    "-ERR [SYS/TEMP] Too many failed logins from your address, try "
+			    "again later\r\n");
 		return NULL;
 	}
 	if (!ip_limit_acquire(worker->ip_limit, peer, config->max_prelogin_per_ip)) {
 		log_warn("connection_refused", "ip=%s reason=max_prelogin_per_ip", ip);
-		pop3_refuse(fd, "-ERR [SYS/TEMP] Too many connections from your address\r\n");
+		pop3_refuse(fd, implicit_tls,
+			    "-ERR [SYS/TEMP] Too many connections from your address\r\n");
 		return NULL;
 	}
 
