@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/offload.h"
@@ -14,6 +15,10 @@
 
 /* More threads than this buy nothing: the work is disk-bound and a worker serves one core. */
 #define OFFLOAD_MAX_THREADS 16
+
+/* Scheduler weight of nice 10 is about a tenth of nice 0's: enough for the loop to win every
+ * contest for a core, while the jobs still run whenever a core is free. */
+#define OFFLOAD_THREAD_NICE 10
 
 struct offload_queue {
 	struct offload_job *head, *tail;
@@ -53,6 +58,10 @@ static struct offload_job *offload_queue_take_all(struct offload_queue *queue)
 static void *offload_thread_main(void *arg)
 {
 	struct offload_pool *pool = arg;
+
+	/* Background work yields the CPU to the event loop: a big mailbox scan must not delay the
+	 * NOOP of an idle session in the same worker. On Linux, nice applies per thread. */
+	(void)!setpriority(PRIO_PROCESS, (id_t)gettid(), OFFLOAD_THREAD_NICE);
 
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {

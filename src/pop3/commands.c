@@ -120,6 +120,10 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 	return POP3_OUTCOME_OK;
 }
 
+/* Freeing a snapshot of this many messages is worth a trip to the offload threads (a 100,000
+ * message one takes milliseconds); smaller ones are closed on the spot. */
+#define POP3_CLOSE_OFFLOAD_MIN 1000
+
 /* QUIT's commit unlinks, renames and fsyncs: it runs on the worker's offload threads. The job owns
  * the snapshot and the session's marks from submission on, and unlocks the maildrop when done, so
  * a session that goes away meanwhile changes nothing about the outcome. */
@@ -129,6 +133,7 @@ struct pop3_commit_job {
 	bool *deleted;
 	bool *retrieved;
 	bool mark_seen;
+	bool apply; /* false: nothing to change, only the unlock (of a big snapshot) */
 	size_t deleted_count;
 	size_t live;
 	char *session_id;
@@ -145,8 +150,9 @@ static void pop3_commit_job_run(struct offload_job *job)
 					.retrieved = commit->retrieved,
 					.mark_seen = commit->mark_seen};
 
-	commit->ret =
-	    commit->box->backend->commit(commit->box, &changes, &commit->kind, &commit->error);
+	if (commit->apply)
+		commit->ret = commit->box->backend->commit(commit->box, &changes, &commit->kind,
+							   &commit->error);
 	/* unlock now, not when the connection is gone: a client that reconnects as soon as it
 	 * reads the +OK must not find its own old session holding the maildrop */
 	commit->box->backend->close(&commit->box);
@@ -160,8 +166,10 @@ static void pop3_commit_job_done(struct offload_job *job)
 	if (!job->ran) {
 		/* shutdown before it started: nothing was changed, which is what SIGTERM means */
 		commit->box->backend->close(&commit->box);
-		commit->ret = -1;
-		commit->kind = STORE_ERROR_TEMP;
+		if (commit->apply) {
+			commit->ret = -1;
+			commit->kind = STORE_ERROR_TEMP;
+		}
 	}
 	if (commit->ret < 0)
 		log_error("commit_failed", "session=%s user=%s error=%s", commit->session_id,
@@ -177,6 +185,8 @@ static void pop3_commit_job_done(struct offload_job *job)
 			pop3_reply_err(
 			    session, "%s Some messages could not be deleted, try again later",
 			    commit->kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
+		} else if (!commit->apply) {
+			pop3_reply_ok(session, "Logging out, %zu messages left", commit->live);
 		} else {
 			session->committed_deletions = commit->deleted_count;
 			pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
@@ -200,12 +210,14 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 
 	session->close_reason = "quit";
 	pop3_count_live(session, &live, &size);
-	if (session->deleted_count == 0 && (!mark_seen || session->retrieved_count == 0)) {
+	bool apply = session->deleted_count > 0 || (mark_seen && session->retrieved_count > 0);
+	if (!apply && session->box->count < POP3_CLOSE_OFFLOAD_MIN) {
 		session->box->backend->close(&session->box); /* unlock before the +OK */
 		pop3_reply_ok(session, "Logging out, %zu messages left", live);
 		return POP3_OUTCOME_CLOSE;
 	}
 	struct pop3_commit_job *commit = xcalloc(1, sizeof(*commit));
+	commit->apply = apply;
 	commit->base.job.run = pop3_commit_job_run;
 	commit->base.job.done = pop3_commit_job_done;
 	commit->base.session = session;

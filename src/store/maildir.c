@@ -60,6 +60,7 @@ struct maildir_mailbox {
 	struct maildir_file *files; /* box.count of them, in box.messages order */
 	size_t *by_name;	    /* indexes into files sorted by base name; built on first use */
 	uint64_t file_bytes;	    /* sum of the files' sizes on disk */
+	bool names_pending;	    /* files[].name not built yet (snapshot from the index) */
 };
 
 /* The maildir backend's reader; other backends define their own struct store_reader. */
@@ -834,22 +835,40 @@ static bool maildir_snapshot_from_index(struct maildir_mailbox *mbox,
 	for (size_t i = 0; i < list->count; i++) {
 		const struct uidlist_entry *entry = &list->entries[i];
 		struct store_message *msg = &box->messages[i];
+
+		msg->uid = entry->uid;
+		msg->size = entry->crlf_size;
+		maildir_uidl_format(msg->uidl, msg->uid, list->uidvalidity);
+		box->total_size += msg->size;
+		mbox->files[i].file_size = entry->file_size;
+		mbox->file_bytes += entry->file_size;
+	}
+	/* file names wait for the first RETR or commit: a session that only checks for new mail
+	 * (STAT, UIDL) never needs the hundred thousand of them */
+	mbox->names_pending = true;
+	return true;
+}
+
+/* Gives every file of a snapshot made from the index its name in cur/. Runs before anything can
+ * reorder the index's entries (only commit's lookups do), so entry i is still message i. */
+static void maildir_names_ready(struct maildir_mailbox *mbox)
+{
+	const struct uidlist *list = mbox->uidlist;
+
+	if (!mbox->names_pending)
+		return;
+	for (size_t i = 0; i < mbox->box.count; i++) {
+		const struct uidlist_entry *entry = &list->entries[i];
 		size_t base_len = strlen(entry->basename), info_len = strlen(entry->info);
 		char *name = xmalloc(base_len + 1 + info_len + 1);
 
 		memcpy(name, entry->basename, base_len);
 		name[base_len] = ':';
 		memcpy(name + base_len + 1, entry->info, info_len + 1);
-		msg->uid = entry->uid;
-		msg->size = entry->crlf_size;
-		maildir_uidl_format(msg->uidl, msg->uid, list->uidvalidity);
-		box->total_size += msg->size;
 		mbox->files[i].name = name;
 		mbox->files[i].base_len = base_len;
-		mbox->files[i].file_size = entry->file_size;
-		mbox->file_bytes += entry->file_size;
 	}
-	return true;
+	mbox->names_pending = false;
 }
 
 static int maildir_open(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
@@ -968,6 +987,7 @@ static struct store_reader *maildir_read_open(struct store_mailbox *box, size_t 
 
 	if (index >= box->count)
 		fatal("maildir_read_open: index %zu out of range", index);
+	maildir_names_ready(mbox);
 	fd = maildir_file_open(mbox, mbox->files[index].name);
 	if (fd < 0 && errno == ENOENT && maildir_names_rescan(mbox) == 0)
 		fd = maildir_file_open(mbox, mbox->files[index].name);
@@ -1147,6 +1167,8 @@ static int maildir_commit_run(struct store_mailbox *box, const struct store_chan
 	struct maildir_commit commit = {.mbox = (struct maildir_mailbox *)box};
 	size_t unlinked = 0;
 	uint64_t unlinked_bytes = 0;
+
+	maildir_names_ready(commit.mbox);
 
 	commit.unlinked = xcalloc(box->count, sizeof(commit.unlinked[0]));
 	if (maildir_cur_dir(commit.mbox) < 0) {

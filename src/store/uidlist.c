@@ -86,8 +86,7 @@ void uidlist_free(struct uidlist **list)
 	if (*list == NULL)
 		return;
 	for (size_t i = 0; i < (*list)->count; i++) {
-		free((*list)->entries[i].basename);
-		free((*list)->entries[i].info);
+		free((*list)->entries[i].basename); /* info lives in the same block */
 	}
 	free((*list)->entries);
 	x_free(list);
@@ -224,6 +223,24 @@ static int uidlist_parse_bounds(const char *line, const char *end, const char *w
 	return 0;
 }
 
+/* One allocation holds the base name and, after its NUL, the info part: a big mailbox's index
+ * has a hundred thousand entries, and an allocation per string showed in the open profile. */
+static void uidlist_entry_store_names(struct uidlist_entry *entry, const char *basename, size_t len,
+				      const char *info, size_t info_len)
+{
+	char *block = xmalloc(len + 1 + (info != NULL ? info_len + 1 : 0));
+
+	memcpy(block, basename, len);
+	block[len] = '\0';
+	entry->basename = block;
+	entry->info = NULL;
+	if (info != NULL) {
+		entry->info = block + len + 1;
+		memcpy(entry->info, info, info_len);
+		entry->info[info_len] = '\0';
+	}
+}
+
 static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t crlf_size,
 				 uint64_t file_size, const char *basename, size_t len,
 				 const char *info, size_t info_len)
@@ -237,8 +254,7 @@ static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t cr
 	entry->present = true;
 	entry->crlf_size = crlf_size;
 	entry->file_size = file_size;
-	entry->basename = xstrndup(basename, len);
-	entry->info = info != NULL ? xstrndup(info, info_len) : NULL;
+	uidlist_entry_store_names(entry, basename, len, info, info_len);
 	list->sorted_by_name = false;
 }
 
@@ -298,7 +314,6 @@ static size_t uidlist_drop_adjacent(struct uidlist *list, bool by_uid)
 					   : strcmp(kept->basename, entry->basename) == 0;
 			if (same) {
 				free(entry->basename);
-				free(entry->info);
 				continue;
 			}
 		}
@@ -714,16 +729,16 @@ int uidlist_add(struct uidlist *list, const char *basename, size_t len, uint64_t
 
 bool uidlist_entry_set_info(struct uidlist_entry *entry, const char *info, size_t len)
 {
-	if (info == NULL || !uidlist_info_valid(info, len)) {
-		bool changed = entry->info != NULL;
-		x_free(&entry->info);
-		return changed;
-	}
-	if (entry->info != NULL && strlen(entry->info) == len &&
-	    memcmp(entry->info, info, len) == 0)
+	char *old = entry->basename;
+
+	if (info != NULL && !uidlist_info_valid(info, len))
+		info = NULL;
+	if (info == NULL ? entry->info == NULL
+			 : entry->info != NULL && strlen(entry->info) == len &&
+			       memcmp(entry->info, info, len) == 0)
 		return false;
-	free(entry->info);
-	entry->info = xstrndup(info, len);
+	uidlist_entry_store_names(entry, old, strlen(old), info, len);
+	free(old);
 	return true;
 }
 
@@ -740,7 +755,6 @@ size_t uidlist_sweep(struct uidlist *list)
 	for (size_t i = 0; i < list->count; i++) {
 		if (!list->entries[i].present) {
 			free(list->entries[i].basename);
-			free(list->entries[i].info);
 			continue;
 		}
 		list->entries[out++] = list->entries[i];

@@ -35,7 +35,8 @@ struct uidlist_entry {
 	uint64_t crlf_size; /* size as RETR sends it, or UIDLIST_SIZE_UNKNOWN */
 	uint64_t file_size; /* size of the file that crlf_size was computed for, or UNKNOWN */
 	char *basename;	    /* owned by the list */
-	char *info;	    /* what followed ':' in the name in cur/ ("2,S"), NULL if unknown */
+	char *info; /* what followed ':' in the name in cur/ ("2,S"), NULL if unknown; stored in
+		     * basename's allocation (free basename only) */
 };
 
 /* The modification times of cur/ and new/ at a moment when the entries listed cur/ exactly (with
