@@ -1030,6 +1030,7 @@ struct maildir_commit {
 	size_t failures;
 	char *first_error;
 	bool *unlinked; /* per message: its file is gone */
+	size_t renamed; /* files given the Seen flag */
 };
 
 static void maildir_commit_fail(struct maildir_commit *commit, const char *call, const char *name)
@@ -1093,6 +1094,7 @@ static int maildir_op_mark_seen(struct maildir_commit *commit, size_t i)
 		free(new_name);
 		return -1;
 	}
+	commit->renamed++;
 	free(f->name);
 	f->name = new_name;
 	return 0;
@@ -1180,14 +1182,15 @@ static int maildir_commit_run(struct store_mailbox *box, const struct store_chan
 		maildir_commit_deletes(&commit, changes->deleted);
 	if (changes->mark_seen && changes->retrieved != NULL)
 		maildir_commit_seen(&commit, changes);
-	if (fsync(commit.mbox->cur_fd) < 0)
-		maildir_commit_fail(&commit, "fsync", ".");
 	for (size_t i = 0; i < box->count; i++) {
 		if (commit.unlinked[i]) {
 			unlinked++;
 			unlinked_bytes += commit.mbox->files[i].file_size;
 		}
 	}
+	/* a session that only read messages already marked Seen changed nothing: no flush */
+	if ((unlinked > 0 || commit.renamed > 0) && fsync(commit.mbox->cur_fd) < 0)
+		maildir_commit_fail(&commit, "fsync", ".");
 	maildir_commit_index(&commit, unlinked);
 	maildir_commit_quota(commit.mbox, unlinked, unlinked_bytes);
 	free(commit.unlinked);

@@ -224,7 +224,12 @@ int quota_usage_set(const char *maildir, uint64_t bytes, uint64_t messages, char
 	if (fd < 0) {
 		ret = quota_fail("open", path, error_r);
 	} else {
-		if (quota_file_write(fd, bytes, messages) < 0)
+		uint64_t old_bytes, old_messages;
+		/* every login resets the usage: rewriting an unchanged file would dirty its inode
+		 * (a journal write) for nothing */
+		bool same = quota_file_read(fd, &old_bytes, &old_messages) && old_bytes == bytes &&
+			    old_messages == messages;
+		if (!same && quota_file_write(fd, bytes, messages) < 0)
 			ret = quota_fail("write", path, error_r);
 		close(fd);
 	}
