@@ -235,6 +235,12 @@ def tail_file(path, limit=3000):
 # Servers
 
 
+def _crypt_worker_init():
+    """Pool workers must not run the bench's own signal handlers (they stop servers)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _crypt_batch(args):
     """Runs count crypt(3) calls of setting (a multiprocessing worker of hash_times)."""
     setting, count = args
@@ -1085,11 +1091,15 @@ class Bench:
                 batches.append((time.perf_counter() - t0) / (calls // 5))
             t = statistics.median(batches)
             rates = []
-            with multiprocessing.Pool(NCPU) as pool:
+            pool = multiprocessing.Pool(NCPU, initializer=_crypt_worker_init)
+            try:
                 for _ in range(5):
                     t0 = time.perf_counter()
                     pool.map(_crypt_batch, [(setting, calls // 5)] * NCPU)
                     rates.append(NCPU * (calls // 5) / (time.perf_counter() - t0))
+            finally:
+                pool.close()
+                pool.join()
             out[scheme] = {"hash_ms": t * 1000, "limit_per_s": statistics.median(rates),
                            "one_core_limit_per_s": NCPU / t,
                            "parallel_rates": [round(r, 1) for r in rates],
