@@ -178,6 +178,19 @@ char *str_trim(char *s)
 	return s;
 }
 
+char *str_put_u64(char *p, uint64_t value)
+{
+	char digits[STR_U64_DIGITS_MAX];
+	size_t n = 0;
+
+	do {
+		digits[sizeof(digits) - 1 - n++] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value != 0);
+	memcpy(p, digits + sizeof(digits) - n, n);
+	return p + n;
+}
+
 int write_full(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

@@ -52,6 +52,14 @@ int str_parse_bool(const char *s, bool *value_r);
 /* Strips leading and trailing blanks in place; returns s moved past the leading ones. */
 char *str_trim(char *s);
 
+/* The longest decimal form of a uint64_t. */
+#define STR_U64_DIGITS_MAX 20
+
+/* Writes value in decimal at p (at most STR_U64_DIGITS_MAX bytes, no NUL) and returns the end.
+ * For hot loops that format hundreds of thousands of numbers, where printf's format parsing
+ * dominated the profile (UIDL listings, the UID index). */
+char *str_put_u64(char *p, uint64_t value);
+
 /* Writes the whole buffer to fd, retrying on EINTR and short writes. Returns -1 on error. */
 int write_full(int fd, const void *buf, size_t len);
 

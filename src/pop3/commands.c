@@ -479,29 +479,15 @@ static bool pop3_output_full(struct pop3_session *session)
 	return evbuffer_get_length(bufferevent_get_output(session->bev)) >= POP3_OUTPUT_THROTTLE;
 }
 
-/* Writes value in decimal at p; returns the end. */
-static char *pop3_put_number(char *p, uint64_t value)
-{
-	char digits[20];
-	size_t n = 0;
-
-	do {
-		digits[sizeof(digits) - 1 - n++] = (char)('0' + value % 10);
-		value /= 10;
-	} while (value != 0);
-	memcpy(p, digits + sizeof(digits) - n, n);
-	return p + n;
-}
-
 /* One LIST or UIDL line at p ("n size" or "n uidl", CRLF); returns the end. The longest line is
  * 20 + 1 + 20 + 2 octets, well within POP3_LISTING_LINE_MAX. */
 static char *pop3_put_listing_line(char *p, enum pop3_stream_kind kind,
 				   const struct store_message *msg, size_t number)
 {
-	p = pop3_put_number(p, number);
+	p = str_put_u64(p, number);
 	*p++ = ' ';
 	if (kind == POP3_STREAM_LIST) {
-		p = pop3_put_number(p, msg->size);
+		p = str_put_u64(p, msg->size);
 	} else {
 		memcpy(p, msg->uidl, STORE_UIDL_LEN);
 		p += STORE_UIDL_LEN;

@@ -452,14 +452,9 @@ static void uidlist_text_append_mem(struct uidlist_text *text, const void *data,
  * numbers, and printf's parsing of a format for each would dominate the save. */
 static void uidlist_text_append_number(struct uidlist_text *text, uint64_t value)
 {
-	char digits[20];
-	size_t n = 0;
+	char *end = str_put_u64(uidlist_text_reserve(text, STR_U64_DIGITS_MAX), value);
 
-	do {
-		digits[sizeof(digits) - 1 - n++] = (char)('0' + value % 10);
-		value /= 10;
-	} while (value != 0);
-	uidlist_text_append_mem(text, digits + sizeof(digits) - n, n);
+	text->len = (size_t)(end - text->data);
 }
 
 static void uidlist_text_append_size(struct uidlist_text *text, uint64_t size)
