@@ -647,14 +647,35 @@ static int master_loop(struct master *master)
 	return master->child_failed ? 1 : 0;
 }
 
-static void master_raise_file_limit(void)
+/* Descriptors a worker needs besides its sessions: listeners, the auth and control sockets, the
+ * offload eventfd, logs, and a message file or directory being read. */
+#define MASTER_WORKER_SPARE_FDS 64
+
+/* Raises the file limit to the hard limit, then warns if a worker cannot hold [pop3]
+ * max_connections logged-in sessions under it (two descriptors each: the socket and the maildrop
+ * lock): past that, accepts fail with EMFILE and are retried, which an admin should know. */
+static void master_raise_file_limit(const struct buzon_config *config)
 {
 	struct rlimit limit;
 
-	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+		return;
+	if (limit.rlim_cur < limit.rlim_max) {
 		limit.rlim_cur = limit.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &limit);
 	}
+	if (limit.rlim_cur == RLIM_INFINITY)
+		return;
+	rlim_t need = (rlim_t)config->max_connections * 2 + MASTER_WORKER_SPARE_FDS;
+	if (limit.rlim_cur < need)
+		log_warn("file_limit_low",
+			 "limit=%llu sessions_per_worker=%llu max_connections=%u "
+			 "hint=\"raise [server] workers or the file limit (LimitNOFILE)\"",
+			 (unsigned long long)limit.rlim_cur,
+			 (unsigned long long)(limit.rlim_cur > MASTER_WORKER_SPARE_FDS
+						  ? (limit.rlim_cur - MASTER_WORKER_SPARE_FDS) / 2
+						  : 0),
+			 config->max_connections);
 }
 
 static int master_start(struct master *master)
@@ -758,7 +779,7 @@ int cli_serve_main(int argc, char **argv)
 	master.worker_ctl_fds = xcalloc(master.worker_count, sizeof(int));
 	for (unsigned int w = 0; w < master.worker_count; w++)
 		master.worker_ctl_fds[w] = -1;
-	master_raise_file_limit();
+	master_raise_file_limit(master.config);
 	log_info("starting", "version=%s config=%s workers=%u", BUZON_VERSION,
 		 log_quote(config_path), master.worker_count);
 	int status = master_start(&master);
