@@ -285,3 +285,23 @@ def test_failure_delay_does_not_block_others(make_server):
 
 def test_binary_exists():
     assert os.access(buzon_bin(), os.X_OK), buzon_bin()
+
+
+def test_file_limit_too_low_for_max_connections_is_logged(make_server):
+    """A logged-in session holds two descriptors: when a worker's file limit cannot hold
+    max_connections of them, the admin is told at start (and the server still runs)."""
+    import resource
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    srv = make_server(settings={"pop3": {"max_connections": "1000000"}})
+    c = srv.login()
+    c.quit()
+    log = srv.stderr_text()
+    if hard != resource.RLIM_INFINITY and hard < 1000000 * 2 + 64:
+        assert "event=file_limit_low" in log, log[-2000:]
+        assert "max_connections=1000000" in log
+    else:
+        assert "event=file_limit_low" not in log
+    # the test servers' 1000 connections per worker fit in any limit: no warning
+    srv2 = make_server()
+    srv2.login().quit()
+    assert "event=file_limit_low" not in srv2.stderr_text()

@@ -175,6 +175,33 @@ static void test_set_and_add(void **state)
 	free(text);
 }
 
+/* Every login resets the usage: an unchanged value must not rewrite the file (its inode would be
+ * dirtied, a journal write per login), a changed one must. */
+static void test_set_unchanged_does_not_write(void **state)
+{
+	struct fixture *fx = *state;
+	char *error = NULL;
+	struct stat st;
+	struct timespec past[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+
+	make_maildir(fx);
+	assert_int_equal(quota_usage_set(fx->maildir, 100, 4, &error), 0);
+	assert_int_equal(utimensat(AT_FDCWD, fx->file, past, 0), 0);
+	assert_int_equal(quota_usage_set(fx->maildir, 100, 4, &error), 0);
+	assert_int_equal(stat(fx->file, &st), 0);
+	assert_int_equal(st.st_mtim.tv_sec, 1000000000);
+	assert_int_equal(quota_usage_set(fx->maildir, 100, 5, &error), 0);
+	assert_int_equal(stat(fx->file, &st), 0);
+	assert_true(st.st_mtim.tv_sec > 1000000000);
+	assert_usage(fx, 100, 5);
+	/* a damaged file is rewritten even when it happens to parse to nothing useful */
+	put_file(fx->file, "garbage");
+	assert_int_equal(quota_usage_set(fx->maildir, 100, 5, &error), 0);
+	char *text = read_text(fx->file);
+	assert_string_equal(text, "100 5\n");
+	free(text);
+}
+
 static void test_never_negative(void **state)
 {
 	struct fixture *fx = *state;
@@ -226,6 +253,7 @@ int main(void)
 	    T(test_recompute_when_damaged),
 	    T(test_file_is_trusted),
 	    T(test_set_and_add),
+	    T(test_set_unchanged_does_not_write),
 	    T(test_never_negative),
 	    T(test_add_after_missing_uses_scan),
 	    T(test_add_without_maildir_fails),
