@@ -130,8 +130,8 @@ def test_concurrent_user_adds_lose_nothing(make_server):
         for i in range(20)
     ]
     for p in procs:
-        p.communicate(b"pw\n", timeout=30)
-        assert p.returncode == 0
+        out, err = p.communicate(b"pw\n", timeout=30)
+        assert p.returncode == 0, (out, err)
     r = srv.cli("user", "list", "-c", srv.conf)
     listed = [l.split()[0] for l in r.stdout.decode().splitlines()]
     assert sorted(listed) == ["user%02d" % i for i in range(20)], listed
