@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 label=${2:-tests}
 python=${PYTHON:-/usr/bin/python3}
+# UNIT_WRAPPER runs each unit test under a tool (`make check-valgrind` puts valgrind there)
+read -r -a unit_wrapper <<<"${UNIT_WRAPPER:-}"
 passed=0
 failed=0
 
 for t in "$build"/tests/test_*; do
 	[ -x "$t" ] || continue
 	echo "== unit: $t"
-	out=$("$t" 2>&1)
+	out=$("${unit_wrapper[@]}" "$t" 2>&1)
 	rc=$?
 	echo "$out" | grep -E '^\[  (PASSED|FAILED)  \]|^\[  ERROR   \]|FAILED TEST' || true
 	n_ok=$(echo "$out" | grep -c '^\[       OK \]')

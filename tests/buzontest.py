@@ -20,9 +20,16 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
-STOP_TIMEOUT = 10.0
-READY_TIMEOUT = 10.0
-IO_TIMEOUT = 10.0
+
+# BUZON_VALGRIND=1 (`make check-valgrind`) runs every server and CLI command of the tests under
+# valgrind memcheck. Everything is 20-50 times slower there, so the harness's own waits grow with it;
+# tests that measure time or memory skip themselves (see `valgrind_unsuitable`).
+VALGRIND = os.environ.get("BUZON_VALGRIND") == "1"
+TIME_SCALE = 10.0 if VALGRIND else 1.0
+
+STOP_TIMEOUT = 10.0 * TIME_SCALE
+READY_TIMEOUT = 10.0 * TIME_SCALE
+IO_TIMEOUT = 10.0 * TIME_SCALE
 
 DEMO_USER = "demo"
 DEMO_PASS = "secret"
@@ -30,6 +37,35 @@ DEMO_PASS = "secret"
 
 def buzon_bin():
     return os.environ.get("BUZON_BIN") or os.path.join(REPO_DIR, "build", "buzon")
+
+
+def valgrind_prefix(log_dir):
+    """The command prefix that runs a buzon command under memcheck (empty unless BUZON_VALGRIND=1).
+
+    One log per process (%p), forked children included, so that a worker's errors are not lost in
+    the master's; definite and indirect leaks count as errors."""
+    if not VALGRIND:
+        return []
+    return ["valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect", "--track-fds=no", "--num-callers=30",
+            "--log-file=" + os.path.join(log_dir, "valgrind-%p.log")]
+
+
+def valgrind_problems(log_dir):
+    """Every valgrind log under log_dir that reports an error, with its text."""
+    problems = []
+    if not VALGRIND or not os.path.isdir(log_dir):
+        return problems
+    for name in sorted(os.listdir(log_dir)):
+        if not (name.startswith("valgrind-") and name.endswith(".log")):
+            continue
+        with open(os.path.join(log_dir, name), "rb") as f:
+            text = f.read()
+        # --quiet: valgrind writes to a log only to report an error or a counted leak
+        if text.strip():
+            problems.append("valgrind report in %s:\n%s" % (name, text[-12000:].decode("utf-8", "replace")))
+    return problems
+
 
 
 def have_ipv6():
@@ -387,7 +423,7 @@ class BuzonServer:
 
     def cli(self, *args, stdin=None, timeout=30):
         return subprocess.run(
-            [self.bin] + list(args),
+            valgrind_prefix(self.base) + [self.bin] + list(args),
             input=stdin.encode() if isinstance(stdin, str) else stdin,
             capture_output=True,
             timeout=timeout,
@@ -430,7 +466,7 @@ class BuzonServer:
         errpath = os.path.join(self.base, "serve-%d.stderr" % len(self.runs))
         errf = open(errpath, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "-c", self.conf],
+            valgrind_prefix(self.base) + [self.bin, "serve", "-c", self.conf],
             stdin=subprocess.DEVNULL,
             stdout=errf,
             stderr=errf,
@@ -491,7 +527,8 @@ class BuzonServer:
         for marker in SANITIZER_MARKERS:
             if marker in text:
                 return "sanitizer report (%s) in server stderr:\n%s" % (marker, text[-8000:])
-        return None
+        found = valgrind_problems(self.base)
+        return "\n".join(found) if found else None
 
     def stop(self, check=True):
         """SIGTERM; the server must exit 0 within 10 s and its stderr must hold no sanitizer report."""
@@ -648,6 +685,9 @@ def is_root():
 # pytest fixtures (re-exported by the conftest.py files of tests/integration and tests/interop)
 
 import pytest  # noqa: E402
+
+# For tests whose assertion is a time or a memory size: under valgrind both are meaningless.
+valgrind_unsuitable = pytest.mark.skipif(VALGRIND, reason="measures time or memory; meaningless under valgrind")
 
 
 @pytest.fixture
