@@ -359,34 +359,6 @@ void passwd_db_free(struct passwd_db *db)
 	db->count = 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 if it is not one. */
-static size_t utf8_sequence_len(const unsigned char *s)
-{
-	size_t len;
-	uint32_t cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, UTF-16 surrogates and code points past U+10FFFF. */
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* Bytes that cannot appear anywhere in a name: control bytes and space (POP3 separates command
  * arguments with spaces), ':' (the file's separator) and '/' (names become path parts). */
 static bool passwd_user_bytes_valid(const char *user)
@@ -476,8 +448,11 @@ static void passwd_text_add_user(const char *text, size_t len, const char *user,
 	const char *eol = passwd_text_eol(text, len);
 
 	passwd_text_append(out, text, len);
+	/* End the last line first. A CR already there is half of its line end: the reader strips
+	 * one CR before the end of a line, so a CRLF after it would make the CR part of the secret.
+	 */
 	if (len > 0 && text[len - 1] != '\n')
-		passwd_text_append_str(out, eol);
+		passwd_text_append_str(out, text[len - 1] == '\r' ? "\n" : eol);
 	passwd_text_append_str(out, user);
 	passwd_text_append_str(out, ":");
 	passwd_text_append_str(out, secret);

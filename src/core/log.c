@@ -80,9 +80,12 @@ const char *log_quote(const char *value)
 	size_t o = 0, cap = sizeof(buffers[0]);
 	bool needs_quotes = value[0] == '\0';
 
-	for (const char *p = value; *p != '\0'; p++) {
-		if (*p == ' ' || *p == '"' || *p == '=' || (unsigned char)*p < 0x20)
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+		size_t seq = *p >= 0x80 ? utf8_sequence_len(p) : 1;
+		if (*p == ' ' || *p == '"' || *p == '=' || *p < 0x20 || *p == 0x7f || seq == 0)
 			needs_quotes = true;
+		else
+			p += seq - 1;
 	}
 	if (needs_quotes)
 		out[o++] = '"';
@@ -92,11 +95,18 @@ const char *log_quote(const char *value)
 			o += 3;
 			break;
 		}
+		size_t seq = *p >= 0x80 ? utf8_sequence_len(p) : 1;
 		if (*p == '"' || *p == '\\') {
 			out[o++] = '\\';
 			out[o++] = (char)*p;
-		} else if (*p < 0x20 || *p == 0x7f) {
+		} else if (*p < 0x20 || *p == 0x7f || seq == 0) {
+			/* control bytes, and bytes that are not UTF-8 (a hostile user name), so that every
+			 * log line stays valid UTF-8 for the journal and JSON tools */
 			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+		} else if (seq > 1) {
+			memcpy(out + o, p, seq);
+			o += seq;
+			p += seq - 1;
 		} else {
 			out[o++] = (char)*p;
 		}

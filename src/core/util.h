@@ -60,6 +60,10 @@ char *str_trim(char *s);
  * dominated the profile (UIDL listings, the UID index). */
 char *str_put_u64(char *p, uint64_t value);
 
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 if it is not one (overlong forms,
+ * surrogates and code points past U+10FFFF included). Reads no further than a NUL. */
+size_t utf8_sequence_len(const unsigned char *s);
+
 /* Writes the whole buffer to fd, retrying on EINTR and short writes. Returns -1 on error. */
 int write_full(int fd, const void *buf, size_t len);
 
