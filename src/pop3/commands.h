@@ -17,6 +17,11 @@ enum pop3_outcome pop3_cmd_utf8(struct pop3_session *session, const struct pop3_
 /* A client response line during a SASL exchange (RFC 5034): base64, "=" for empty, "*" cancels. */
 enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *line);
 
+/* Ends the SASL exchange in progress without a response (the auth process forgets it). Used when a
+ * response line is refused before it is decoded (too long, NUL bytes): the -ERR for that line ends
+ * the exchange for the client (RFC 5034 §4), so the server must not read the next line as one. */
+void pop3_sasl_abort(struct pop3_session *session);
+
 /* Appends the CAPA "SASL …" line with the mechanisms allowed on this connection (nothing if none).
  */
 void pop3_capa_sasl(struct pop3_session *session, struct evbuffer *out);

@@ -462,6 +462,13 @@ enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_
 	return pop3_auth_send(session, pop3_auth_answered);
 }
 
+void pop3_sasl_abort(struct pop3_session *session)
+{
+	auth_client_cancel(session->worker->auth, session->auth_request);
+	session->auth_request = 0;
+	session->sasl_active = false;
+}
+
 enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *line)
 {
 	size_t len = strlen(line);
@@ -470,9 +477,7 @@ enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *l
 
 	if (decoded_len < 0) {
 		/* RFC 5034 §4: "*" cancels; anything that is not base64 is refused */
-		auth_client_cancel(session->worker->auth, session->auth_request);
-		session->auth_request = 0;
-		session->sasl_active = false;
+		pop3_sasl_abort(session);
 		free(decoded);
 		if (decoded_len == -2) {
 			pop3_reply_err(session, "Authentication cancelled");

@@ -38,6 +38,9 @@ static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg
 static void pop3_session_run_input(struct pop3_session *session);
 
 static void pop3_reply_line(struct pop3_session *session, const char *status, const char *fmt,
+			    va_list args) __attribute__((format(printf, 3, 0)));
+
+static void pop3_reply_line(struct pop3_session *session, const char *status, const char *fmt,
 			    va_list args)
 {
 	struct evbuffer *out = bufferevent_get_output(session->bev);
@@ -461,12 +464,23 @@ static void pop3_session_run_input(struct pop3_session *session)
 		if (ret == 0)
 			break;
 		enum pop3_outcome outcome;
-		if (ret == -1) {
-			pop3_reply_err(session, "Line too long (at most %d octets)", POP3_MAX_LINE);
-			outcome = POP3_OUTCOME_BAD;
-		} else if (ret == -2) {
+		if (ret < 0) {
+			/* a refused SASL response ends its exchange: the client reads this -ERR as
+			 * the end of it, and its next line is a command */
+			const char *cancelled =
+			    session->sasl_active ? ", authentication cancelled" : "";
+			if (ret == -1)
+				pop3_reply_err(session, "Line too long (at most %d octets)%s",
+					       session->sasl_active ? POP3_MAX_SASL_LINE
+								    : POP3_MAX_LINE,
+					       cancelled);
+			else
+				pop3_reply_err(session, "NUL bytes are not allowed in %s%s",
+					       session->sasl_active ? "responses" : "commands",
+					       cancelled);
 			sodium_memzero(line, sizeof(line));
-			pop3_reply_err(session, "NUL bytes are not allowed in commands");
+			if (session->sasl_active)
+				pop3_sasl_abort(session);
 			outcome = POP3_OUTCOME_BAD;
 		} else {
 			session->commands++;
