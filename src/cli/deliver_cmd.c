@@ -207,6 +207,7 @@ static int deliver_exit_code(enum delivery_result result, const struct buzon_con
 	case DELIVERY_PERMFAIL:
 		return EX_CANTCREAT;
 	case DELIVERY_TEMPFAIL:
+	case DELIVERY_NO_SPACE:
 	default:
 		return EX_TEMPFAIL;
 	}

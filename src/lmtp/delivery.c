@@ -53,10 +53,12 @@ struct delivery {
 	uint64_t size;	  /* octets in the file (S=) */
 	uint64_t bare_lf; /* LFs not preceded by CR: each becomes CRLF in POP3 (W= - S=) */
 	bool prev_cr;
-	char *error;	    /* first write failure; every recipient then gets TEMPFAIL */
+	char *error;	    /* first write failure; every recipient then gets a failure */
+	int error_errno;    /* its errno, which decides between TEMPFAIL and NO_SPACE */
 	size_t tmp_owner;   /* the recipient whose Maildir holds the temp file */
 	uint64_t flushed;   /* octets safely written to the temp file */
 	char **owner_error; /* per recipient: its Maildir ran out of space while holding the file */
+	int *owner_errno;   /* and the errno of that failure */
 };
 
 /* Per process, so that two deliveries within one microsecond still get different names. */
@@ -67,9 +69,19 @@ static bool delivery_maildir_valid(const char *maildir)
 	return maildir != NULL && maildir[0] == '/';
 }
 
+/* A full filesystem gets its own result because SMTP has its own reply for it (RFC 5321's 452,
+ * RFC 3463's X.3.1); both it and other errors are temporary for the reasons above. */
 static enum delivery_result delivery_errno_result(int err)
 {
-	return err == ENAMETOOLONG ? DELIVERY_PERMFAIL : DELIVERY_TEMPFAIL;
+	switch (err) {
+	case ENAMETOOLONG:
+		return DELIVERY_PERMFAIL;
+	case ENOSPC:
+	case EDQUOT:
+		return DELIVERY_NO_SPACE;
+	default:
+		return DELIVERY_TEMPFAIL;
+	}
 }
 
 /* Sets *error_r from errno for call on path and returns the matching result. */
@@ -201,6 +213,7 @@ static bool delivery_relocate(struct delivery *d, int err)
 	int old_fd = d->fd;
 
 	d->owner_error[owner] = xasprintf("write(%s): %s", old_path, strerror(err));
+	d->owner_errno[owner] = err;
 	free(d->unique);
 	d->unique = NULL;
 	d->tmp_path = NULL;
@@ -238,6 +251,7 @@ static void delivery_flush(struct delivery *d)
 		/* a partial write is undone: the copy takes only what was flushed before */
 		if (!delivery_space_error(err) || !delivery_relocate(d, err)) {
 			d->error = xasprintf("write(%s): %s", d->tmp_path, strerror(err));
+			d->error_errno = err;
 			break;
 		}
 	}
@@ -312,6 +326,7 @@ static void delivery_free(struct delivery **deliveryp)
 	for (size_t i = 0; d->owner_error != NULL && i < d->count; i++)
 		free(d->owner_error[i]);
 	free(d->owner_error);
+	free(d->owner_errno);
 	x_free(deliveryp);
 }
 
@@ -329,8 +344,8 @@ static enum delivery_result delivery_tmp_place(struct delivery *d, char **error_
 			x_free(error_r);
 			return DELIVERY_OK;
 		}
-		if (r == DELIVERY_TEMPFAIL)
-			result = DELIVERY_TEMPFAIL;
+		if (r != DELIVERY_PERMFAIL && result == DELIVERY_PERMFAIL)
+			result = r; /* one Maildir that may work later makes it temporary */
 		if (*error_r == NULL)
 			*error_r = error;
 		else
@@ -352,6 +367,7 @@ struct delivery *delivery_begin(struct delivery_recipient *recipients, size_t co
 	d->fd = -1;
 	d->host = delivery_host_escape();
 	d->owner_error = xcalloc(count, sizeof(*d->owner_error));
+	d->owner_errno = xcalloc(count, sizeof(*d->owner_errno));
 	*result_r = delivery_tmp_place(d, error_r);
 	if (*result_r != DELIVERY_OK) {
 		delivery_free(&d);
@@ -368,10 +384,14 @@ struct delivery *delivery_begin(struct delivery_recipient *recipients, size_t co
 static void delivery_tmp_sync(struct delivery *d)
 {
 	delivery_flush(d);
-	if (d->error == NULL && fsync(d->fd) < 0)
+	if (d->error == NULL && fsync(d->fd) < 0) {
+		d->error_errno = errno;
 		d->error = xasprintf("fsync(%s): %s", d->tmp_path, strerror(errno));
-	if (close(d->fd) < 0 && d->error == NULL)
+	}
+	if (close(d->fd) < 0 && d->error == NULL) {
+		d->error_errno = errno;
 		d->error = xasprintf("close(%s): %s", d->tmp_path, strerror(errno));
+	}
 	d->fd = -1;
 }
 
@@ -480,9 +500,9 @@ size_t delivery_finish(struct delivery **deliveryp)
 		struct delivery_recipient *r = &d->recipients[i];
 		r->error = NULL;
 		if (d->error != NULL || d->owner_error[i] != NULL) {
-			r->result = DELIVERY_TEMPFAIL;
-			r->error =
-			    xstrdup(d->owner_error[i] != NULL ? d->owner_error[i] : d->error);
+			bool own = d->owner_error[i] != NULL;
+			r->result = delivery_errno_result(own ? d->owner_errno[i] : d->error_errno);
+			r->error = xstrdup(own ? d->owner_error[i] : d->error);
 			continue;
 		}
 		r->result = delivery_one(d, i, &r->error);

@@ -20,7 +20,9 @@
 
 enum delivery_result {
 	DELIVERY_OK = 0,
-	DELIVERY_TEMPFAIL,   /* retry later: I/O error, disk full (4.x.x / EX_TEMPFAIL) */
+	DELIVERY_TEMPFAIL,   /* retry later: I/O error, permissions (451 4.3.0 / EX_TEMPFAIL) */
+	DELIVERY_NO_SPACE,   /* retry later: the Maildir's filesystem is full, ENOSPC or EDQUOT
+				(452 4.3.1 / EX_TEMPFAIL) */
 	DELIVERY_OVER_QUOTA, /* the recipient's quota is full (552 5.2.2 or 452 4.2.2) */
 	DELIVERY_PERMFAIL,   /* will not work on retry (5.x.x / EX_CANTCREAT) */
 };

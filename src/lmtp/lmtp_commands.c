@@ -54,10 +54,15 @@ static int lmtp_parse_path(char **p, char *addr_r, const char **reply_r)
 	for (; *s != '\0' && (quoted || *s != '>'); s++) {
 		if ((unsigned char)*s < 0x20 || *s == 0x7f)
 			return -1;
-		if (*s == '"')
+		if (*s == '"') {
 			quoted = !quoted;
-		else if (*s == '\\' && quoted && s[1] != '\0')
+		} else if (*s == '\\' && quoted && s[1] != '\0') {
+			/* RFC 5321 §4.1.2: a quoted pair escapes a printable octet, never a control
+			 * byte (it would reach replies and logs) */
+			if ((unsigned char)s[1] < 0x20 || s[1] == 0x7f)
+				return -1;
 			addr_r[len++] = *s++; /* the escaped octet follows */
+		}
 		if (len >= LMTP_MAX_PATH - 2) {
 			*reply_r = "501 5.1.3 Path too long";
 			return -1;
@@ -371,7 +376,7 @@ int lmtp_text_begin(struct lmtp_session *session)
 	session->line_after_crlf = true;
 	session->prev_bare_lf = false;
 	session->held_lf = false;
-	session->last_octet = 0;
+	session->last_octet = -1;
 	session->line_len = 0;
 	session->text_size = 0;
 	session->delivery_recipients = xcalloc(count, sizeof(*session->delivery_recipients));
@@ -489,6 +494,9 @@ static void lmtp_text_reply_one(struct lmtp_session *session, struct delivery_re
 		break;
 	case DELIVERY_PERMFAIL:
 		lmtp_reply(session, "554 5.3.0 <%s> delivery failed", d->address);
+		break;
+	case DELIVERY_NO_SPACE: /* RFC 5321's 452, RFC 3463's "mail system full" */
+		lmtp_reply(session, "452 4.3.1 <%s> Insufficient system storage", d->address);
 		break;
 	case DELIVERY_TEMPFAIL:
 	case DELIVERY_OK:

@@ -204,7 +204,7 @@ static void lmtp_text_put(struct lmtp_session *session, struct lmtp_text_out *ou
 	if (out->len == sizeof(out->buf))
 		lmtp_text_flush(session, out);
 	out->buf[out->len++] = c;
-	session->last_octet = c;
+	session->last_octet = (unsigned char)c;
 }
 
 static void lmtp_text_emit(struct lmtp_session *session, struct lmtp_text_out *out, char c)
@@ -222,7 +222,7 @@ static void lmtp_text_emit(struct lmtp_session *session, struct lmtp_text_out *o
  * last line had none. */
 static void lmtp_text_end(struct lmtp_session *session, struct lmtp_text_out *out)
 {
-	if (session->last_octet != 0 && session->last_octet != '\n')
+	if (session->last_octet >= 0 && session->last_octet != '\n')
 		lmtp_text_emit(session, out, '\n');
 }
 

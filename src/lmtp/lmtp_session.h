@@ -103,7 +103,7 @@ struct lmtp_session {
 	bool line_after_crlf; /* the current line began after a CRLF: only there can "." end DATA */
 	bool prev_bare_lf;    /* the previous line ended with a bare LF */
 	bool held_lf; /* an empty CRLF line after a bare LF: the client's padding if "." follows */
-	char last_octet; /* the last octet written, 0 before the first */
+	int last_octet;	 /* the last octet written (0..255; NUL is one), -1 before the first */
 	size_t line_len; /* octets of the current line after any leading dot */
 	struct delivery *delivery;
 	struct delivery_recipient *delivery_recipients;

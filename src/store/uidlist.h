@@ -18,6 +18,8 @@
 #include <time.h>
 
 #define UIDLIST_FILE_NAME "buzon-uidlist"
+/* Appended to the index's path for the file a save writes before renaming it over the index. */
+#define UIDLIST_TEMP_SUFFIX ".tmp"
 
 /* A size that is not cached (written as "-" in the file). */
 #define UIDLIST_SIZE_UNKNOWN UINT64_MAX
@@ -85,9 +87,11 @@ char *uidlist_format(const struct uidlist *list, size_t *len_r);
  * exist, or -1 with a newly allocated *error_r (naming the file and errno text) and errno set. */
 int uidlist_load(const char *path, struct uidlist **list_r, bool *damaged_r, char **error_r);
 
-/* Writes the index atomically to path: a temp file in the same directory, fsync, rename, fsync of
- * the directory. Returns 0, or -1 with a newly allocated *error_r and errno set; on failure the
- * previous file at path is left untouched. */
+/* Writes the index atomically to path: the temp file path UIDLIST_TEMP_SUFFIX, fsync, rename,
+ * fsync of the directory. The temp file's name is fixed, so saves of one index must not run
+ * concurrently (the Maildir backend saves only under the maildrop lock). Returns 0, or -1 with a
+ * newly allocated *error_r and errno set; on failure the previous file at path is left untouched
+ * and the temp file is removed. */
 int uidlist_save(const struct uidlist *list, const char *path, char **error_r);
 
 /* Finds the entry for the base name of len bytes, or returns NULL. O(log n); the first lookup after

@@ -487,6 +487,34 @@ static void test_save_replaces_atomically(void **state)
 	uidlist_free(&list);
 }
 
+/* A crash between writing the temp file and renaming it leaves the temp file: the next save
+ * overwrites it (even a longer one, so nothing of it survives), and crashes do not pile them up. */
+static void test_save_overwrites_temp_left_by_crash(void **state)
+{
+	struct fixture *fx = *state;
+	struct uidlist *list = uidlist_new(5), *loaded = NULL;
+	char *tmp = xasprintf("%s%s", fx->path, UIDLIST_TEMP_SUFFIX);
+	char *error = NULL;
+	bool damaged;
+	uint32_t uid;
+
+	write_file(tmp, "buzon-uidlist 2 5 99 - -\n1 1 1 left-by-a-crash-and-longer-than-the-index\n");
+	assert_int_equal(uidlist_add(list, "x", 1, 1, 1, &uid), 0);
+	assert_int_equal(uidlist_save(list, fx->path, &error), 0);
+	assert_int_equal(access(tmp, F_OK), -1);
+	char *cmd = xasprintf("test $(ls -A '%s' | wc -l) -eq 1", fx->dir);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+	assert_int_equal(uidlist_load(fx->path, &loaded, &damaged, &error), 1);
+	assert_false(damaged);
+	assert_int_equal(loaded->count, 1);
+	assert_int_equal(uid_of(loaded, "x"), uid);
+	assert_int_equal(loaded->next_uid, 2);
+	uidlist_free(&loaded);
+	uidlist_free(&list);
+	free(tmp);
+}
+
 static void test_parse_garbage_never_crashes(void **state)
 {
 	uint32_t seed = 99;
@@ -540,6 +568,7 @@ int main(void)
 	    cmocka_unit_test(test_lookup_many),
 	    cmocka_unit_test(test_basename_valid),
 	    cmocka_unit_test_setup_teardown(test_save_replaces_atomically, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_save_overwrites_temp_left_by_crash, setup, teardown),
 	    cmocka_unit_test(test_parse_garbage_never_crashes),
 	};
 
