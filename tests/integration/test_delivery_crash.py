@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 
-from buzontest import to_crlf, wait_until
+from buzontest import to_crlf
+from crashtest import sigkill_server, use_port_outside_ephemeral_range
 from lmtptest import (
     Lmtp,
     LmtpClosed,
@@ -119,38 +120,6 @@ def client_run(srv, rng, trial, ledger, stop_at):
         c.close()
 
 
-def live_members(pgid):
-    """PIDs of the process group that are neither dead nor zombies (PID 1 here may reap orphaned
-    zombies only every second or two; a zombie holds no socket or file, so it does not matter)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            out.append(int(entry))
-    return out
-
-
-def kill_group(srv):
-    """SIGKILL to the server's process group; returns once every member is dead or a zombie."""
-    proc, srv.proc = srv.proc, None
-    if proc is None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
-    left = wait_until(lambda: not live_members(proc.pid), 10, 0.005)
-    assert left, "processes of group %d survive SIGKILL: %r" % (proc.pid, live_members(proc.pid))
-
-
 def killer(pgid, delay, done, killed):
     if not done.wait(delay):
         killed.set()
@@ -167,6 +136,9 @@ def test_sigkill_during_delivery(make_server):
     seed = int(os.environ.get("BUZON_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     srv = make_server(users=USERS, start=False)
+    # a killed worker's offload threads may hold the listening socket a moment longer; a port
+    # outside the ephemeral range cannot be taken meanwhile by some client's connection
+    use_port_outside_ephemeral_range(srv)
     setup_lmtp(srv, start=False)
     ledger = Ledger()
     unexpected = []  # client-side failures that are not a dropped connection
@@ -179,7 +151,7 @@ def test_sigkill_during_delivery(make_server):
             # kill during start-up
             srv.start(wait=False)
             time.sleep(rng.uniform(0, MAX_KILL_DELAY))
-            kill_group(srv)
+            sigkill_server(srv)
             trials += 1
             continue
         try:
@@ -203,7 +175,7 @@ def test_sigkill_during_delivery(make_server):
         finally:
             k.join(5)
             done.set()
-            kill_group(srv)
+            sigkill_server(srv)
         trials += 1
     elapsed = time.monotonic() - t_start
 
