@@ -182,8 +182,10 @@ static void pop3_commit_job_done(struct offload_job *job)
 		session->store_job = NULL;
 		session->store_waiting = false;
 		if (commit->ret < 0) {
+			/* not "could not be deleted": the deletions may all have succeeded and only
+			 * the index or flags failed; either way nothing else was touched */
 			pop3_reply_err(
-			    session, "%s Some messages could not be deleted, try again later",
+			    session, "%s The update could not be completed, try again later",
 			    commit->kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
 		} else if (!commit->apply) {
 			pop3_reply_ok(session, "Logging out, %zu messages left", commit->live);
