@@ -3,7 +3,7 @@
 # `make run` sets up a demo under ./run/ and serves it on 127.0.0.1:1110.
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih libidn
+PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih libidn libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lpthread
 
@@ -33,7 +33,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all clean check check-unit check-tree check-asan run format tests bench-tools bench
+.PHONY: all clean check check-unit check-tree check-asan check-valgrind run format tests bench-tools bench
 all: $(BUILD)/buzon
 
 $(BUILD)/buzon: $(MAIN_OBJ) $(BUILD)/libbuzon.a
@@ -65,6 +65,13 @@ $(BUILD)/bench/loadgen: bench/loadgen.c
 bench:
 	$(PYTHON) bench/bench.py $(if $(filter 1,$(QUICK)),--quick)
 
+# Mixed POP3 (plain and TLS) and LMTP load for DURATION seconds, then the mail invariants, the exit
+# on SIGTERM and the memory curve; see scripts/soak.py. Prints `soak: N passed, M failed` last.
+DURATION ?= 60
+.PHONY: soak
+soak: all bench-tools
+	$(PYTHON) scripts/soak.py --build $(BUILD) --duration $(DURATION)
+
 check-unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
@@ -76,6 +83,12 @@ check-tree: all $(UNIT_BIN)
 check-asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		$(MAKE) --no-print-directory SANITIZE=1 check-tree
+
+# The whole suite again with every unit test, server and CLI command under valgrind memcheck; any
+# error or definite/indirect leak fails. Slow (about 40 minutes), so it is run by hand, not by CI.
+check-valgrind: all $(UNIT_BIN)
+	BUZON_VALGRIND=1 UNIT_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --error-exitcode=99" ./scripts/check.sh $(BUILD) valgrind
 
 # The whole suite, then the same suite against the sanitizer build.
 check:
@@ -90,10 +103,36 @@ run:
 	$(MAKE) all
 	./scripts/demo.sh
 
+# libFuzzer targets (fuzz/fuzz_*.c, see fuzz/README.md): the library is compiled again with clang
+# into build-fuzz/ with ASan+UBSan and fuzzer coverage. `make fuzz FUZZ_SECONDS=N FUZZ_JOBS=J` runs
+# each target for N seconds, J at a time, on a copy of its corpus (scripts/fuzz.sh). Warnings do
+# not stop this build: -Werror is the gcc build's gate, and clang warns about some things gcc does
+# not (libseccomp's argument macros, for one).
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_BIN     := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 1
+
+.PHONY: fuzz fuzz-build fuzz-binaries
+fuzz-build:
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
+		OPT="-O1 -g -fno-omit-frame-pointer" \
+		HARDEN="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-error" fuzz-binaries
+
+fuzz-binaries: $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_BUILD)/libbuzon.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -Ifuzz -o $@ $< \
+		$(FUZZ_BUILD)/libbuzon.a $(PKG_LIBS)
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/fuzz.sh $(FUZZ_BUILD)
+
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

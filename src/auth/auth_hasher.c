@@ -73,17 +73,24 @@ static void *auth_hasher_thread(void *arg)
 	return NULL;
 }
 
+unsigned int auth_hasher_resolve_threads(unsigned int threads)
+{
+	if (threads != 0)
+		return threads;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	return cores > 0 ? (unsigned int)cores : 2;
+}
+
 struct auth_hasher *auth_hasher_start(unsigned int threads)
 {
 	struct auth_hasher *hasher = xcalloc(1, sizeof(*hasher));
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	pthread_mutex_init(&hasher->lock, NULL);
 	pthread_cond_init(&hasher->work_ready, NULL);
 	hasher->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (hasher->done_fd < 0)
 		fatal("eventfd failed");
-	hasher->thread_count = threads != 0 ? threads : (unsigned int)(cores > 0 ? cores : 2);
+	hasher->thread_count = auth_hasher_resolve_threads(threads);
 	hasher->threads = xcalloc(hasher->thread_count, sizeof(*hasher->threads));
 	for (unsigned int i = 0; i < hasher->thread_count; i++) {
 		if (pthread_create(&hasher->threads[i], NULL, auth_hasher_thread, hasher) != 0)

@@ -18,6 +18,10 @@ struct auth_check {
 
 struct auth_hasher;
 
+/* The number of threads auth_hasher_start(threads) starts: threads, or for 0 one per core. For 0
+ * it reads /sys, so a sandboxed process asks before its sandbox closes /sys. */
+unsigned int auth_hasher_resolve_threads(unsigned int threads);
+
 /* Starts threads (0 = one per core). */
 struct auth_hasher *auth_hasher_start(unsigned int threads);
 unsigned int auth_hasher_thread_count(const struct auth_hasher *hasher);

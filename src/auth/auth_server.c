@@ -29,6 +29,7 @@
 #include "auth/passwd_file.h"
 #include "auth/password.h"
 #include "core/log.h"
+#include "core/sandbox.h"
 #include "core/util.h"
 #include "net/ban_table.h"
 #include "net/netlist.h"
@@ -862,7 +863,13 @@ int auth_server_main(const struct buzon_config *config, int control_fd, struct b
 	auth_server_mechs(&server);
 	auth_server_penalties(&server);
 	(void)auth_db_refresh(&server);
-	server.hasher = auth_hasher_start(config->auth_threads);
+	/* the core count comes from /sys, which the sandbox closes; the sandbox comes before the
+	 * hashing threads, which inherit the Landlock domain only if they start after it */
+	unsigned int threads = auth_hasher_resolve_threads(config->auth_threads);
+	char *sandbox_error = NULL;
+	if (sandbox_apply(config, SANDBOX_KIND_AUTH, &sandbox_error) < 0)
+		fatal("sandbox: %s", sandbox_error);
+	server.hasher = auth_hasher_start(threads);
 	log_info("auth_started", "threads=%u", auth_hasher_thread_count(server.hasher));
 
 	auth_server_loop(&server, control_fd);

@@ -61,11 +61,16 @@ static const struct config_key config_keys[] = {
     KEY("server", "user", CONFIG_STRING, server_user, NULL, 0, 0),
     KEY("server", "workers", CONFIG_WORKERS, workers, "auto", 0, 0),
     KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
+    KEY("server", "sandbox", CONFIG_BOOL, sandbox, "yes", 0, 0),
+    KEY("server", "sandbox_extra_paths", CONFIG_STRING, sandbox_extra_paths, NULL, 0, 0),
     KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
     KEY("pop3", "listen_tls", CONFIG_LISTEN_TLS, listens_tls, NULL, 0, 0),
     KEY("pop3", "stls", CONFIG_BOOL, stls, "yes", 0, 0),
     /* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
     KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
+    /* Not an autologout timer: the time a connection may take to log in at all, so that
+     * clients trickling bytes (slowloris) cannot hold pre-login slots for the idle timeout. */
+    KEY("pop3", "login_timeout", CONFIG_DURATION, login_timeout_secs, "1m", 5, 3600),
     KEY("pop3", "max_bad_commands", CONFIG_UINT, max_bad_commands, "20", 1, 1000),
     KEY("pop3", "max_connections", CONFIG_UINT, max_connections, "10000", 1, 1000000),
     KEY("pop3", "max_prelogin_per_ip", CONFIG_UINT, max_prelogin_per_ip, "50", 1, 100000),
@@ -506,6 +511,27 @@ static int config_apply_defaults(struct config_parse_state *state)
 	return 0;
 }
 
+/* [server] sandbox_extra_paths: absolute paths only; a relative one would depend on the directory
+ * buzon was started in. */
+static char *config_check_sandbox_paths(const struct buzon_config *config)
+{
+	char *copy, *saveptr = NULL, *problem = NULL;
+
+	if (config->sandbox_extra_paths == NULL)
+		return NULL;
+	copy = xstrdup(config->sandbox_extra_paths);
+	for (char *item = strtok_r(copy, ",", &saveptr); item != NULL && problem == NULL;
+	     item = strtok_r(NULL, ",", &saveptr)) {
+		const char *path = str_trim(item);
+		if (path[0] != '/')
+			problem = xasprintf("[server] sandbox_extra_paths: '%s' is not an absolute "
+					    "path",
+					    path);
+	}
+	free(copy);
+	return problem;
+}
+
 static char *config_check_required(const struct buzon_config *config)
 {
 	if (config->listen_count == 0 && config->listen_tls_count == 0)
@@ -516,7 +542,7 @@ static char *config_check_required(const struct buzon_config *config)
 		return xstrdup("[auth] passwd_file is required");
 	if (config->mail_location == NULL)
 		return xstrdup("[mail] location is required");
-	return NULL;
+	return config_check_sandbox_paths(config);
 }
 
 struct buzon_config *config_load(const char *path, char **error_r)

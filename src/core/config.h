@@ -33,6 +33,8 @@ struct buzon_config {
 	char *server_user;    /* user to run as when started as root; NULL = none */
 	unsigned int workers; /* POP3 worker processes; 0 in the file means auto (one per core) */
 	enum log_level log_level;
+	bool sandbox;		   /* Landlock and seccomp for the children (core/sandbox.h) */
+	char *sandbox_extra_paths; /* comma-separated trees the mail processes may use too */
 
 	/* [pop3] */
 	struct config_listen *listens;
@@ -41,6 +43,7 @@ struct buzon_config {
 	size_t listen_tls_count;
 	bool stls;			  /* offer STLS on plain listeners when TLS is configured */
 	unsigned int idle_timeout_secs;	  /* RFC 1939 §3: at least 10 minutes */
+	unsigned int login_timeout_secs;  /* from connection to a successful login */
 	unsigned int max_bad_commands;	  /* the session ends after this many bad commands */
 	unsigned int max_connections;	  /* per worker process */
 	unsigned int max_prelogin_per_ip; /* connections not yet logged in, per client IP */

@@ -9,6 +9,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/sandbox.h"
 #include "core/util.h"
 #include "lmtp/lmtp.h"
 #include "lmtp/lmtp_session.h"
@@ -124,6 +125,9 @@ int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker
 	worker.accept_resume = evtimer_new(worker.server.base, lmtp_worker_accept_resume, &worker);
 	lmtp_worker_catch_signals(&worker, &sigterm, &sigint);
 	lmtp_worker_listen(&worker, setup);
+	char *sandbox_error = NULL;
+	if (sandbox_apply(config, SANDBOX_KIND_LMTP, &sandbox_error) < 0)
+		fatal("sandbox: %s", sandbox_error);
 	log_info("lmtp_started", "listeners=%zu hostname=%s", setup->listen_count,
 		 log_quote(worker.server.hostname));
 

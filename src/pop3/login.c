@@ -84,6 +84,7 @@ static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct 
 	session->box = job->box;
 	job->box = NULL;
 	session->state = POP3_STATE_TRANSACTION;
+	pop3_session_set_timeouts(session);
 	session->login_user = xstrdup(user);
 	session->deleted = xcalloc(session->box->count, sizeof(bool));
 	session->retrieved = xcalloc(session->box->count, sizeof(bool));

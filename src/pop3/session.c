@@ -36,6 +36,7 @@ static void pop3_session_release_prelogin(struct pop3_session *session);
 static void pop3_session_write_cb(struct bufferevent *bev, void *arg);
 static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void pop3_session_run_input(struct pop3_session *session);
+static void pop3_session_close_after_flush(struct pop3_session *session, const char *reason);
 
 static void pop3_reply_line(struct pop3_session *session, const char *status, const char *fmt,
 			    va_list args) __attribute__((format(printf, 3, 0)));
@@ -128,16 +129,47 @@ static void pop3_refuse(int fd, bool implicit_tls, const char *line)
 	close(fd);
 }
 
+static time_t monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	return now.tv_sec;
+}
+
+void pop3_session_set_timeouts(struct pop3_session *session)
+{
+	const struct buzon_config *config = session->worker->config;
+	unsigned int secs = config->idle_timeout_secs;
+
+	if (session->state == POP3_STATE_AUTHORIZATION && config->login_timeout_secs < secs)
+		secs = config->login_timeout_secs;
+	struct timeval timeout = {.tv_sec = secs};
+	bufferevent_set_timeouts(session->bev, &timeout, &timeout);
+}
+
+/* True (and the session is closing) when a client that has not logged in has used up its login
+ * time. The bufferevent timeout only catches silence; this catches a client that keeps sending a
+ * byte now and then. */
+static bool pop3_session_login_expired(struct pop3_session *session)
+{
+	if (session->state != POP3_STATE_AUTHORIZATION || session->closing ||
+	    monotonic_seconds() < session->login_deadline)
+		return false;
+	log_info("login_timeout", "session=%s ip=%s", session->id, session->ip);
+	pop3_reply_err(session, "Login timeout, closing connection");
+	pop3_session_close_after_flush(session, "login timeout");
+	return true;
+}
+
 /* Attaches the session's callbacks, limits and timeouts to its (new) bufferevent. */
 static void pop3_session_setup_bev(struct pop3_session *session)
 {
-	struct timeval idle = {.tv_sec = session->worker->config->idle_timeout_secs};
-
 	bufferevent_setcb(session->bev, pop3_session_read_cb, pop3_session_write_cb,
 			  pop3_session_event_cb, session);
 	bufferevent_setwatermark(session->bev, EV_READ, 0, POP3_INPUT_HIGH_WATER);
 	bufferevent_setwatermark(session->bev, EV_WRITE, POP3_OUTPUT_THROTTLE / 2, 0);
-	bufferevent_set_timeouts(session->bev, &idle, &idle);
+	pop3_session_set_timeouts(session);
 	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
 }
 
@@ -235,6 +267,7 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	struct pop3_session *session = xcalloc(1, sizeof(*session));
 	session->worker = worker;
 	session->state = POP3_STATE_AUTHORIZATION;
+	session->login_deadline = monotonic_seconds() + (time_t)config->login_timeout_secs;
 	session->prelogin_counted = true;
 	memcpy(&session->peer, peer, (size_t)peer_len);
 	memcpy(session->ip, ip, sizeof(ip));
@@ -506,6 +539,8 @@ void pop3_session_resume(struct pop3_session *session, enum pop3_outcome outcome
 
 static void pop3_session_read_cb(struct bufferevent *bev, void *arg)
 {
+	if (pop3_session_login_expired(arg))
+		return;
 	pop3_session_run_input(arg);
 }
 
@@ -552,6 +587,8 @@ static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
+		if (pop3_session_login_expired(session))
+			return;
 		/* RFC 1939 §3: an idle timeout ends the session without entering UPDATE. */
 		pop3_reply_err(session, "Idle timeout, closing connection");
 		pop3_session_close_after_flush(session, "timeout");

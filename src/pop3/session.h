@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "core/offload.h"
 #include "pop3/dotstuff.h"
@@ -65,6 +66,7 @@ struct pop3_session {
 	bool tls_announced; /* the TLS handshake completion was logged */
 	unsigned int bad_commands;
 	unsigned int commands;
+	time_t login_deadline; /* CLOCK_MONOTONIC seconds; past it, AUTHORIZATION ends */
 
 	char *user; /* from USER, until PASS */
 	char *login_user;
@@ -106,6 +108,10 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
  * plaintext may cross into the TLS session) and starts the TLS handshake. Returns -1 if TLS
  * cannot start (the session is then closed). */
 int pop3_session_start_tls(struct pop3_session *session);
+
+/* Sets the bufferevent's timeouts for the session's state: before login the shorter of the idle
+ * and login timeouts, after it the idle timeout. Called again when the state changes. */
+void pop3_session_set_timeouts(struct pop3_session *session);
 
 /* True where passwords may be sent: an encrypted connection, or [auth] cleartext allows it. */
 bool pop3_session_cleartext_allowed(const struct pop3_session *session);

@@ -12,6 +12,7 @@
 #include "auth/auth_client.h"
 #include "core/log.h"
 #include "core/offload.h"
+#include "core/sandbox.h"
 #include "core/util.h"
 #include "pop3/session.h"
 #include "net/tls.h"
@@ -166,6 +167,11 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
+	/* set-up is done: from here on only mailboxes; before the offload threads, which inherit
+	 * the Landlock domain only if they start after it */
+	char *sandbox_error = NULL;
+	if (sandbox_apply(config, SANDBOX_KIND_POP3, &sandbox_error) < 0)
+		fatal("sandbox: %s", sandbox_error);
 	worker.offload = offload_pool_new(worker.base, POP3_WORKER_OFFLOAD_THREADS);
 	if (worker.offload == NULL)
 		fatal("cannot start the offload threads: %s", strerror(errno));

@@ -32,3 +32,41 @@ def test_one_session_per_user(server):
     c.ok("USER demo")
     c.ok("PASS " + DEMO_PASS)
     c.quit()
+
+
+def test_login_timeout_ends_silent_and_trickling_clients_but_not_logged_in_ones(make_server):
+    """[pop3] login_timeout bounds the time from connection to login, whatever the client sends:
+    a silent client and one trickling a byte a second (slowloris) are both cut off with -ERR once
+    it has passed, while a session that logged in stays (only the 10-minute idle timeout applies)."""
+    import threading
+    import time
+
+    srv = make_server(settings={"pop3": {"login_timeout": "5s"}})
+    silent = srv.connect()
+    logged_in = srv.login()
+    trickler = srv.connect()
+    trickle_result = {}
+
+    def trickle():
+        started = time.monotonic()
+        try:
+            for byte in b"USER demo-but-very-slowly-typed-by-a-slowloris-client":
+                trickler.send(bytes([byte]))
+                time.sleep(1.0)
+                if time.monotonic() - started > 15:
+                    break
+        except OSError:
+            pass
+        trickle_result["elapsed"] = time.monotonic() - started
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    assert silent.readline().startswith("-ERR Login timeout")
+    silent.expect_closed()
+    t.join(30)
+    assert trickler.readline().startswith("-ERR Login timeout")
+    trickler.expect_closed()
+    assert trickle_result["elapsed"] < 12, "the trickling client kept its slot for %.1f s" % trickle_result["elapsed"]
+    assert logged_in.stat() == (0, 0)
+    logged_in.quit()
+    assert "login_timeout" in srv.stderr_text()

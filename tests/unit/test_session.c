@@ -91,6 +91,7 @@ static int setup_with_peer(void **state, uint32_t peer_ip)
 	h->maildir = xasprintf("%s/mail", h->dir);
 	h->location = xasprintf("maildir:%s", h->maildir);
 	h->config.idle_timeout_secs = 1;
+	h->config.login_timeout_secs = 60;
 	h->config.max_bad_commands = 5;
 	h->config.max_connections = 10;
 	h->config.max_prelogin_per_ip = 10;
