@@ -44,7 +44,7 @@ import re
 import socket
 import time
 
-from buzontest import Closed, to_crlf
+from buzontest import Closed, to_crlf, valgrind_unsuitable
 from crashtest import DelayedKill, port_sockets, sigkill_server, use_port_outside_ephemeral_range
 
 TRIALS = int(os.environ.get("BUZON_CRASH_POINTS_TRIALS", "500"))
@@ -542,6 +542,7 @@ class Run:
         self.srv.stop()
 
 
+@valgrind_unsuitable  # its trial count is bounded by time
 def test_sigkill_at_pop3_crash_points(make_server):
     seed = int(os.environ.get("BUZON_CRASH_POINTS_SEED", str(random.randrange(1 << 30))))
     srv = make_server(users=((USER, PASSWORD),), start=False)

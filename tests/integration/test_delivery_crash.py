@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from buzontest import to_crlf
+from buzontest import to_crlf, valgrind_unsuitable
 from crashtest import sigkill_server, use_port_outside_ephemeral_range
 from lmtptest import (
     Lmtp,
@@ -132,6 +132,7 @@ def killer(pgid, delay, done, killed):
 TOKEN_RE = re.compile(rb"^Message-ID: <(crash-\d+-\d+)@crash\.test>$", re.M)
 
 
+@valgrind_unsuitable  # its trial count is bounded by time
 def test_sigkill_during_delivery(make_server):
     seed = int(os.environ.get("BUZON_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from buzontest import DEMO_PASS, DEMO_USER, Closed, is_root, wait_until
+from buzontest import DEMO_PASS, DEMO_USER, Closed, is_root, valgrind_unsuitable, wait_until
 from tlstest import TPop3, auth_plain, start_fails
 
 DELAY = 0.2
@@ -70,6 +70,7 @@ def refused(srv, source=None):
         c.close()
 
 
+@valgrind_unsuitable
 def test_delay_doubles_up_to_cap(make_server):
     srv = make_server(settings=hardening(ban_failures="50"))
     expect = [DELAY, 2 * DELAY, DELAY_MAX, DELAY_MAX]
@@ -83,6 +84,7 @@ def test_delay_doubles_up_to_cap(make_server):
     check_delay(timed_failure(srv, "wrong-after-reset"), DELAY, "first failure after a good login")
 
 
+@valgrind_unsuitable
 def test_same_wrong_password_does_not_grow(make_server):
     srv = make_server(settings=hardening(ban_failures="50"))
     check_delay(timed_failure(srv, "stale"), DELAY, "first failure")
@@ -92,6 +94,7 @@ def test_same_wrong_password_does_not_grow(make_server):
     check_delay(timed_failure(srv, "another"), 2 * DELAY, "second distinct wrong password")
 
 
+@valgrind_unsuitable
 def test_delay_applies_to_sasl_and_unknown_users(make_server):
     srv = make_server(settings=hardening(ban_failures="50"))
     c = TPop3(srv.port)
@@ -180,6 +183,7 @@ def test_scram_failures_are_delayed_and_counted(make_server):
     assert wait_until(lambda: refused(srv), timeout=2), "5 SCRAM failures did not ban"
 
 
+@valgrind_unsuitable
 def test_delay_does_not_block_other_clients(make_server):
     """One worker: while one client waits out its failure delay, others are served at once."""
     srv = make_server(settings=hardening(ban_failures="50", failure_delay="800ms"), workers=1)
@@ -220,6 +224,7 @@ def test_good_login_does_not_wash_ban_count(make_server):
         "5 failures with a good login in between did not ban (a login must not reset the ban count)"
 
 
+@valgrind_unsuitable
 def test_trusted_networks_exempt(make_server):
     srv = make_server(settings=hardening(trusted_networks="127.0.0.0/8"))
     for i in range(7):
@@ -230,6 +235,7 @@ def test_trusted_networks_exempt(make_server):
     assert "event=ban" not in srv.stderr_text()
 
 
+@valgrind_unsuitable
 def test_trusted_networks_partial(make_server):
     """Only 127.0.0.1/32 trusted: 127.0.0.2 is still slowed down."""
     srv = make_server(settings=hardening(trusted_networks="127.0.0.1/32", ban_failures="50"))
@@ -237,6 +243,7 @@ def test_trusted_networks_partial(make_server):
     check_delay(timed_failure(srv, "x2", source="127.0.0.2"), DELAY, "untrusted 127.0.0.2")
 
 
+@valgrind_unsuitable
 def test_default_failure_delay(make_server):
     """Without failure_delay in the file the documented default (2 s) applies."""
     srv = make_server(settings={"auth": {"failure_delay": None}})
@@ -350,6 +357,7 @@ def test_bad_auth_config_refuses_start(make_server, change):
         "error message names neither %s nor FILE:LINE:\n%s" % (key, out[-2000:])
 
 
+@valgrind_unsuitable
 def test_delays_and_ban_shared_by_all_workers(make_server):
     """Three workers: the delay keeps growing whichever worker takes the connection, and the ban
     holds on every worker."""

@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 
-from buzontest import DEMO_PASS, DEMO_USER, Closed, make_message, wait_until
+from buzontest import VALGRIND, DEMO_PASS, DEMO_USER, Closed, make_message, wait_until
 from tlstest import TPop3, auth_plain, b64, client_context, plain_message, tls_server
 
 ATTACKER = "127.0.0.1"
@@ -132,7 +132,9 @@ class MemoryWatch:
         growth = self.peak - self.before
         print("%s: POP3 worker PSS %d KiB before, %d KiB at most (+%d KiB)"
               % (label, self.before, self.peak, growth))
-        assert growth < MEMORY_GROWTH_LIMIT_KB, (
+        # under valgrind (`make check-valgrind`) the attacks still run, checked for memory errors,
+        # but sizes and times are valgrind's, not buzon's
+        assert VALGRIND or growth < MEMORY_GROWTH_LIMIT_KB, (
             "%s: the POP3 workers grew by %d KiB (limit %d KiB)" % (label, growth, MEMORY_GROWTH_LIMIT_KB))
 
 
@@ -205,7 +207,7 @@ class WellBehavedClient(threading.Thread):
         p50, p99 = self.percentile(0.50), self.percentile(0.99)
         print("%s: well-behaved client %d sessions, %d round trips, p50 %.1f ms, p99 %.1f ms, "
               "max %.1f ms" % (label, self.sessions, n, p50 * 1e3, p99 * 1e3, max(self.samples) * 1e3))
-        assert p99 < P99_LIMIT_S, "%s: well-behaved client p99 %.1f ms (limit %.0f ms)" % (
+        assert VALGRIND or p99 < P99_LIMIT_S, "%s: well-behaved client p99 %.1f ms (limit %.0f ms)" % (
             label, p99 * 1e3, P99_LIMIT_S * 1e3)
 
 

@@ -5,6 +5,8 @@ import os
 import select
 import time
 
+from buzontest import valgrind_unsuitable
+
 BIG_MESSAGES = 20000
 
 
@@ -22,6 +24,7 @@ def _fill_new(srv, maildir, count):
         os.close(fd)
 
 
+@valgrind_unsuitable
 def test_big_first_open_does_not_stall_other_sessions(make_server):
     srv = make_server(users=(("demo", "secret"), ("big", "secret")), workers=1)
     maildir = srv.make_maildir("big")

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from buzontest import DEMO_PASS, DEMO_USER, Closed, Pop3, make_message
+from buzontest import TIME_SCALE, DEMO_PASS, DEMO_USER, Closed, Pop3, make_message
 from tlstest import TPop3, capa_names, client_context, sasl_mechs, start_fails, tls_server
 
 
@@ -566,10 +566,12 @@ def test_listen_tls_without_cert_never_serves_plaintext(make_server):
     srv = tls_server(make_server, start=False)
     srv.settings["tls"] = {}
     srv.start(wait=False)
-    time.sleep(0.5)
-    if srv.proc.poll() is not None:
+    try:
+        srv.proc.wait(0.5 * TIME_SCALE)
         srv.proc = None
         return
+    except subprocess.TimeoutExpired:
+        pass
     try:
         s = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=3)
         s.settimeout(2)
