@@ -7,10 +7,8 @@ usage: bench/bigbox_stat.py [--messages N] [--logins K] [--names plain|sized]
 """
 import argparse
 import os
-import socket
 import statistics
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

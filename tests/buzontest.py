@@ -6,7 +6,6 @@ and stop with sanitizer checks), a raw-socket POP3 client and the byte transform
 what the server must send for a given message file.
 """
 
-import errno
 import os
 import pwd
 import re

@@ -5,11 +5,10 @@ root is refused with a clear message; started as an ordinary user, everything ru
 import os
 import pwd
 import subprocess
-import time
 
 import pytest
 
-from buzontest import BuzonServer, wait_until
+from buzontest import wait_until
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change users")
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from buzontest import BuzonServer, Pop3, buzon_bin, have_ipv6, render_config
+from buzontest import BuzonServer, Pop3, buzon_bin, have_ipv6
 
 
 def test_many_connections_two_workers(make_server):

@@ -3,7 +3,6 @@ crash is logged and makes the final exit status non-zero, so that it cannot go u
 
 import os
 import signal
-import time
 
 from buzontest import Closed, wait_until
 from test_privileges import children_of, role_of

@@ -4,7 +4,6 @@ keeps the old one and the log says why."""
 import os
 import shutil
 import signal
-import ssl
 
 from buzontest import wait_until
 from tlstest import TPop3, _make_leaf, client_context, pki_dir, tls_server

@@ -3,7 +3,6 @@ the index file), plus the UPDATE state (RFC 1939 §6, §7)."""
 
 import os
 import re
-import signal
 import socket
 import time
 

@@ -387,6 +387,52 @@ static void test_long_line(void **state)
 	assert_int_equal(count_in(h->buf, "500 5.5.6"), 1);
 }
 
+/* The size of the only message in user's new/. */
+static off_t only_message_size(struct harness *h, const char *user)
+{
+	char *path = xasprintf("%s/%s/new", h->dir, user);
+	DIR *dir = opendir(path);
+	struct dirent *d;
+	struct stat st = {.st_size = -1};
+
+	assert_non_null(dir);
+	while ((d = readdir(dir)) != NULL)
+		if (d->d_name[0] != '.')
+			assert_int_equal(fstatat(dirfd(dir), d->d_name, &st, 0), 0);
+	closedir(dir);
+	free(path);
+	return st.st_size;
+}
+
+/* A message whose last octet is NUL still gets its final line end (fuzzer finding: NUL was taken
+ * for "nothing written yet"). */
+static void test_bdat_ends_in_nul(void **state)
+{
+	struct harness *h = *state;
+	static const char headers[] =
+	    "Return-Path: <s@example.net>\nDelivered-To: alice@example.org\n";
+
+	say(h, "LHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n");
+	assert_true(pump_until(h, "250 2.1.5", 2));
+	assert_int_equal(write_full(h->client_fd, "BDAT 3 LAST\r\nab\0", 16), 0);
+	assert_true(pump_until(h, "250 2.0.0 <alice@example.org> delivered\r\n", 3));
+	assert_int_equal(only_message_size(h, "alice"), sizeof(headers) - 1 + 4); /* "ab\0\n" */
+}
+
+/* A quoted pair may not smuggle a control byte into a path, the lookup or the reply (fuzzer
+ * finding). */
+static void test_quoted_pair_control_byte(void **state)
+{
+	struct harness *h = *state;
+
+	say(h, "LHLO c\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<\"a\\\001\"@example.org>\r\n"
+	       "RCPT TO:<\"a\\ b\"@example.org>\r\n");
+	assert_true(pump_until(h, "550 5.1.1", 2));
+	assert_int_equal(count_in(h->buf, "501 5.5.4"), 1);
+	assert_null(strchr(h->buf, '\001'));
+	assert_int_equal(h->lookups, 1); /* only the printable one was looked up */
+}
+
 /* A connection that drops mid-DATA delivers nothing and leaves no temp file. */
 static void test_drop_mid_data(void **state)
 {
@@ -419,6 +465,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_rset, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_drop_mid_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bdat_ends_in_nul, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_quoted_pair_control_byte, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -360,6 +360,22 @@ static void test_file_add_lf(void **state)
 	assert_int_equal(file_mode(f->path), 0644);
 }
 
+/* A last line that ends in a lone CR in a CRLF file (fuzzer finding): the added line must not
+ * turn that CR into part of bob's secret. */
+static void test_file_add_after_cr(void **state)
+{
+	struct fixture *f = *state;
+	char *error = NULL;
+	struct passwd_db db;
+
+	write_file(f->path, "alice:{PLAIN}a\r\nbob:{PLAIN}b\r", 0600);
+	assert_int_equal(passwd_file_set(f->path, "carol", "{PLAIN}c", true, &error), 0);
+	assert_file_is(f->path, "alice:{PLAIN}a\r\nbob:{PLAIN}b\r\ncarol:{PLAIN}c\r\n");
+	assert_int_equal(passwd_db_load(f->path, &db, NULL, NULL, &error), 0);
+	assert_string_equal(passwd_db_lookup(&db, "bob")->secret, "{PLAIN}b");
+	passwd_db_free(&db);
+}
+
 static void test_file_create(void **state)
 {
 	struct fixture *f = *state;
@@ -583,6 +599,7 @@ int main(void)
 	    cmocka_unit_test(test_user_name_valid),
 	    DIR_TEST(test_file_add),
 	    DIR_TEST(test_file_add_lf),
+	    DIR_TEST(test_file_add_after_cr),
 	    DIR_TEST(test_file_create),
 	    DIR_TEST(test_file_passwd),
 	    DIR_TEST(test_file_passwd_first_of_duplicates),

@@ -363,6 +363,29 @@ static void test_duplicates(void **state)
 	uidlist_free(&list);
 }
 
+/* A name twice is damage even when header, trailer and UID order look right (fuzzer finding):
+ * an open from the index alone would otherwise list the message twice. */
+static void test_duplicate_name_in_intact_file(void **state)
+{
+	bool damaged;
+	struct uidlist *list =
+	    parse_str("buzon-uidlist 1 5 10\n1 5 5 a\n3 6 6 b\n4 5 5 a\nend 5 10 3\n", &damaged);
+
+	assert_true(damaged);
+	assert_int_equal(list->count, 2);
+	assert_int_equal(uid_of(list, "a"), 1);
+	assert_int_equal(uid_of(list, "b"), 3);
+	assert_int_equal(list->next_uid, 10);
+	uidlist_free(&list);
+	/* the same without header and trailer: next_uid still clears the dropped UID */
+	list = parse_str("1 2 45 0\n65 5 65 0\n", &damaged);
+	assert_true(damaged);
+	assert_int_equal(list->count, 1);
+	assert_int_equal(uid_of(list, "0"), 1);
+	assert_int_equal(list->next_uid, 66);
+	uidlist_free(&list);
+}
+
 static void test_trailer_mismatch(void **state)
 {
 	bool damaged;
@@ -562,6 +585,7 @@ int main(void)
 	    cmocka_unit_test(test_next_uid_above_max),
 	    cmocka_unit_test_setup_teardown(test_uids_never_reused, setup, teardown),
 	    cmocka_unit_test(test_duplicates),
+	    cmocka_unit_test(test_duplicate_name_in_intact_file),
 	    cmocka_unit_test(test_trailer_mismatch),
 	    cmocka_unit_test(test_bad_header_values),
 	    cmocka_unit_test(test_uid_space_exhausted),
