@@ -676,6 +676,64 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	}
 }
 
+/* Prints "name = value" so that the reader gets value back: inih takes " ;" for the start of a
+ * comment and reads at most INI_MAX_LINE - 2 octets of a line, so a value that begins with ';' or
+ * fits only without the blanks is printed as "name=value" (the way it must have been written). */
+static void config_print_line(FILE *out, const char *name, const char *value, size_t len)
+{
+	bool compact = (len > 0 && value[0] == ';') || strlen(name) + 3 + len > INI_MAX_LINE - 2;
+
+	fprintf(out, "%s%s%.*s\n", name, compact ? "=" : " = ", (int)len, value);
+}
+
+/* What separates the items of a list key's printed value ("" for other keys). */
+static const char *config_print_separators(enum config_type type)
+{
+	switch (type) {
+	case CONFIG_MECHANISMS:
+		return " ";
+	case CONFIG_NETWORKS:
+	case CONFIG_SNI:
+	case CONFIG_LISTEN:
+	case CONFIG_LISTEN_TLS:
+	case CONFIG_LMTP_LISTEN:
+		return ",";
+	default:
+		return "";
+	}
+}
+
+/* Lists are printed an item a line (a repeated key adds to a list): joined, a long list of
+ * networks or certificates would be longer than a line the reader accepts. */
+static void config_print_key(const struct buzon_config *config, const struct config_key *key,
+			     FILE *out)
+{
+	char *value = NULL;
+	size_t len = 0;
+	FILE *text = open_memstream(&value, &len);
+
+	if (text == NULL)
+		fatal("open_memstream failed");
+	config_print_value(config, key, text);
+	fclose(text);
+	const char *separators = config_print_separators(key->type);
+	size_t printed = 0;
+	for (const char *item = value; separators[0] != '\0' && *item != '\0';) {
+		size_t item_len = strcspn(item, separators);
+		const char *start = item, *end = item + item_len;
+		while (start < end && *start == ' ')
+			start++;
+		if (start < end) {
+			config_print_line(out, key->name, start, (size_t)(end - start));
+			printed++;
+		}
+		item = *end != '\0' ? end + 1 : end;
+	}
+	if (printed == 0)
+		config_print_line(out, key->name, value, len);
+	free(value);
+}
+
 void config_print(const struct buzon_config *config, FILE *out)
 {
 	const char *section = "";
@@ -685,9 +743,7 @@ void config_print(const struct buzon_config *config, FILE *out)
 			section = config_keys[i].section;
 			fprintf(out, "%s[%s]\n", i > 0 ? "\n" : "", section);
 		}
-		fprintf(out, "%s = ", config_keys[i].name);
-		config_print_value(config, &config_keys[i], out);
-		fputc('\n', out);
+		config_print_key(config, &config_keys[i], out);
 	}
 }
 

@@ -7,6 +7,8 @@
  *   buzon-lock         an empty file (0600) held with flock(LOCK_EX) while a session is open.
  *   buzon-uidlist      the UID index, format in uidlist.c, keyed by base name (the name up to
  *                      ':'), which stays the same when flags after ":2," change.
+ *   buzon-uidlist.tmp  the next index while a save writes it (renamed over buzon-uidlist); one
+ *                      left by a crash is overwritten by the next save.
  *   buzon-quota        quota usage for delivery (quota.h): reset to the snapshot's file sizes
  *                      at every open, and reduced by what commit() deletes.
  * Message file names in cur/ may carry ",S=<file size>" and ",W=<size with CRLF line ends>" in the
@@ -25,6 +27,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "store/maildir_testing.h"
 #include "store/quota.h"
 #include "store/store.h"
 #include "store/uidlist.h"
@@ -85,12 +88,12 @@ struct maildir_scan {
 	bool uids_assigned; /* new UIDs handed out: the index must be saved before they are shown */
 };
 
-static const char *maildir_name_info(const char *name)
+const char *maildir_name_info(const char *name)
 {
 	return strchr(name, ':');
 }
 
-static size_t maildir_name_base_len(const char *name)
+size_t maildir_name_base_len(const char *name)
 {
 	const char *info = maildir_name_info(name);
 
@@ -99,7 +102,7 @@ static size_t maildir_name_base_len(const char *name)
 
 /* A name our delivery or another Maildir writer could have made. Dot files are editor and tool
  * leftovers, and names with control bytes or spaces cannot be written to the index. */
-static bool maildir_name_plausible(const char *name)
+bool maildir_name_plausible(const char *name)
 {
 	size_t len = strlen(name);
 
@@ -114,7 +117,7 @@ static bool maildir_name_plausible(const char *name)
 }
 
 /* Finds ",<key>=<digits>" in the base name, ending at ',' or the end of the base name. */
-static bool maildir_name_get_size(const char *name, size_t base_len, char key, uint64_t *size_r)
+bool maildir_name_get_size(const char *name, size_t base_len, char key, uint64_t *size_r)
 {
 	for (size_t i = 0; i + 3 <= base_len; i++) {
 		if (name[i] != ',' || name[i + 1] != key || name[i + 2] != '=')
@@ -1069,7 +1072,7 @@ static int maildir_op_unlink(struct maildir_commit *commit, size_t i)
 
 /* Inserts flag into the ":2," info of name, keeping flags sorted and unique. Returns the new
  * name, or NULL if name needs no change (flag present, or info other than ":2,"). */
-static char *maildir_name_add_flag(const char *name, char flag)
+char *maildir_name_add_flag(const char *name, char flag)
 {
 	const char *info = maildir_name_info(name);
 

@@ -349,36 +349,57 @@ static bool uidlist_uids_ascending(const struct uidlist *list)
 	return true;
 }
 
-/* FNV-1a over a base name, for the duplicate check below. */
+/* A hash of a base name for the duplicate check below, eight octets per step: a big index holds
+ * megabytes of names, and hashing them an octet at a time took longer than the table work. */
 static uint64_t uidlist_name_hash(const char *name)
 {
-	uint64_t hash = 0xcbf29ce484222325ULL;
+	size_t len = strlen(name), i = 0;
+	uint64_t hash = len, word;
 
-	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
-		hash = (hash ^ *p) * 0x100000001b3ULL;
-	return hash;
+	for (; i + sizeof(word) <= len; i += sizeof(word)) {
+		memcpy(&word, name + i, sizeof(word));
+		hash = (hash ^ word) * 0x9e3779b97f4a7c15ULL;
+		hash ^= hash >> 29;
+	}
+	word = 0;
+	memcpy(&word, name + i, len - i);
+	hash = (hash ^ word) * 0x9e3779b97f4a7c15ULL;
+	return hash ^ (hash >> 32);
 }
 
-/* True if two entries share a base name. A file as we write it never has such a pair, but one
- * that was damaged while its header, trailer and UID order survived would list one message twice
- * (an open from the index alone would show it twice). The check runs on every clean index, so it
- * uses a hash set, not the sort of uidlist_drop_duplicates(): about 2 ms for 100,000 names. */
+/* True if two entries (in ascending UID order) share a base name. A file as we write it never
+ * has such a pair, but one damaged while its header, trailer and UID order survived would make an
+ * open from the index alone list one message twice. This runs on every clean index, so it avoids
+ * the sort of uidlist_drop_duplicates(): new messages get their UIDs in name order, so names
+ * mostly ascend with UIDs, and then one pass over neighbours settles it (under 1 ms for 100,000
+ * names); otherwise a hash set does (about 5 ms). */
 static bool uidlist_names_repeat(const struct uidlist *list)
 {
+	struct slot {
+		uint32_t tag;	/* the hash's low half, to skip most string compares */
+		uint32_t entry; /* entry index + 1; 0 is a free slot */
+	};
 	size_t slots = 16;
-	bool repeat = false;
+	bool repeat = false, ascending = true;
 
+	for (size_t i = 1; i < list->count && ascending; i++)
+		ascending = strcmp(list->entries[i - 1].basename, list->entries[i].basename) < 0;
+	if (ascending)
+		return false;
 	while (slots < 2 * list->count)
 		slots *= 2;
-	size_t *table = xcalloc(slots, sizeof(*table)); /* entry index + 1; 0 is a free slot */
+	struct slot *table = xcalloc(slots, sizeof(*table));
 	for (size_t i = 0; i < list->count && !repeat; i++) {
 		const char *name = list->entries[i].basename;
-		size_t at = (size_t)uidlist_name_hash(name) & (slots - 1);
-		while (table[at] != 0 && !repeat) {
-			repeat = strcmp(list->entries[table[at] - 1].basename, name) == 0;
+		uint64_t hash = uidlist_name_hash(name);
+		size_t at = (size_t)(hash >> 32) & (slots - 1);
+		while (table[at].entry != 0 && !repeat) {
+			repeat = table[at].tag == (uint32_t)hash &&
+				 strcmp(list->entries[table[at].entry - 1].basename, name) == 0;
 			at = (at + 1) & (slots - 1);
 		}
-		table[at] = i + 1;
+		table[at].tag = (uint32_t)hash;
+		table[at].entry = (uint32_t)(i + 1);
 	}
 	free(table);
 	return repeat;
