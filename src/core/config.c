@@ -721,13 +721,18 @@ static void config_print_key(const struct buzon_config *config, const struct con
 	for (const char *item = value; separators[0] != '\0' && *item != '\0';) {
 		size_t item_len = strcspn(item, separators);
 		const char *start = item, *end = item + item_len;
-		while (start < end && *start == ' ')
+		/* the reader strips the blanks around a value, so the item's own must go too, or
+		 * what is printed would not read back the same */
+		while (start < end && (*start == ' ' || *start == '\t'))
 			start++;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
 		if (start < end) {
 			config_print_line(out, key->name, start, (size_t)(end - start));
 			printed++;
 		}
-		item = *end != '\0' ? end + 1 : end;
+		const char *item_end = item + item_len;
+		item = *item_end != '\0' ? item_end + 1 : item_end;
 	}
 	if (printed == 0)
 		config_print_line(out, key->name, value, len);

@@ -146,6 +146,48 @@ static void test_print_loads_back(void **state)
 	free(text);
 }
 
+static char *print_to_string(const struct buzon_config *config)
+{
+	char *printed = NULL;
+	size_t printed_len = 0;
+	FILE *out = open_memstream(&printed, &printed_len);
+
+	config_print(config, out);
+	fclose(out);
+	return printed;
+}
+
+/* Fuzzer finding: a list item followed by blanks before its comma ("10.6.0.0/16 ,10.7…") was
+ * printed with them; the reader strips a value's trailing blanks, so printing the printed config
+ * gave different text. */
+static void test_print_is_stable_for_blank_padded_items(void **state)
+{
+	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\n[auth]\n"
+				  "passwd_file = /etc/buzon/users\n"
+				  "trusted_networks = 10.6.0.0/16 ,10.7.0.0/16\t, 10.8.0.0/16\n"
+				  "[mail]\nlocation = maildir:/var/mail/%u\n");
+	char *error = NULL;
+	struct buzon_config *config = config_load(path, &error);
+	if (config == NULL)
+		fail_msg("%s", error);
+	char *printed = print_to_string(config);
+	char *printed_path = write_config(printed);
+	struct buzon_config *again = config_load(printed_path, &error);
+	if (again == NULL)
+		fail_msg("%s", error);
+	char *printed_again = print_to_string(again);
+	assert_string_equal(printed, printed_again);
+	assert_non_null(strstr(printed, "trusted_networks = 10.6.0.0/16\n"));
+	config_free(&again);
+	config_free(&config);
+	unlink(printed_path);
+	unlink(path);
+	free(printed_path);
+	free(path);
+	free(printed);
+	free(printed_again);
+}
+
 static void test_missing_required_keys(void **state)
 {
 	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\n"), *error = NULL;
@@ -194,6 +236,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_required_keys),
 	    cmocka_unit_test(test_list_continuation),
 	    cmocka_unit_test(test_print_loads_back),
+	    cmocka_unit_test(test_print_is_stable_for_blank_padded_items),
 	    cmocka_unit_test(test_durations),
 	    cmocka_unit_test(test_location_expansion),
 	};
