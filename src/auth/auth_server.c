@@ -26,6 +26,7 @@
 #include "auth/scheme_policy.h"
 #include "auth/auth_proto.h"
 #include "auth/auth_server.h"
+#include "auth/auth_server_testing.h"
 #include "auth/passwd_file.h"
 #include "auth/password.h"
 #include "core/log.h"
@@ -91,6 +92,7 @@ struct auth_server {
 	unsigned char fake_scram_key[32];
 	const struct sasl_mech **mechs; /* enabled mechanisms */
 	size_t mech_count;
+	size_t checks_pending; /* submitted to the hasher and not taken back yet */
 };
 
 static void auth_conversation_free(struct auth_conversation **convp)
@@ -355,13 +357,35 @@ static void auth_check_password(struct auth_server *server, struct auth_conn *co
 	}
 	conn->refs++;
 	req->conn = conn;
+	server->checks_pending++;
 	auth_hasher_submit(server->hasher, &req->check);
+}
+
+/* Whether a password may travel in the clear on a connection with these flags ([auth]
+ * cleartext). The worker applies the same policy before it asks; it is checked here again because
+ * a worker may be compromised. */
+static bool auth_cleartext_allowed(const struct auth_server *server, uint32_t flags)
+{
+	switch (server->config->auth_cleartext) {
+	case CONFIG_CLEARTEXT_ALWAYS:
+		return true;
+	case CONFIG_CLEARTEXT_LOOPBACK:
+		return (flags & (AUTH_FLAG_TLS | AUTH_FLAG_LOOPBACK)) != 0;
+	case CONFIG_CLEARTEXT_NEVER:
+		return (flags & AUTH_FLAG_TLS) != 0;
+	}
+	return false;
 }
 
 /* USER/PASS. */
 static void auth_handle_verify(struct auth_server *server, struct auth_conn *conn,
 			       const struct auth_msg *msg, const char *client_ip)
 {
+	if (!auth_cleartext_allowed(server, auth_msg_u32(msg, AUTH_FIELD_FLAGS, 0))) {
+		log_warn("auth_cleartext_refused", "ip=%s", log_quote(client_ip));
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		return;
+	}
 	auth_check_password(server, conn, msg->id, auth_msg_strdup(msg, AUTH_FIELD_USER),
 			    auth_msg_strdup(msg, AUTH_FIELD_PASSWORD), client_ip, NULL);
 }
@@ -465,14 +489,9 @@ static const struct sasl_mech *auth_mech_enabled(const struct auth_server *serve
 static bool auth_mech_allowed(const struct auth_server *server, const struct sasl_mech *mech,
 			      uint32_t flags)
 {
-	bool tls = (flags & AUTH_FLAG_TLS) != 0;
-
-	if (sasl_mech_is_plaintext(mech)) {
-		enum config_cleartext policy = server->config->auth_cleartext;
-		return tls || policy == CONFIG_CLEARTEXT_ALWAYS ||
-		       (policy == CONFIG_CLEARTEXT_LOOPBACK && (flags & AUTH_FLAG_LOOPBACK) != 0);
-	}
-	return !sasl_mech_needs_channel_binding(mech) || tls;
+	if (sasl_mech_is_plaintext(mech))
+		return auth_cleartext_allowed(server, flags);
+	return !sasl_mech_needs_channel_binding(mech) || (flags & AUTH_FLAG_TLS) != 0;
 }
 
 static unsigned char *auth_dup_field(const struct auth_msg *msg, enum auth_field tag, size_t *len_r)
@@ -633,14 +652,26 @@ static void auth_conn_close(struct auth_server *server, size_t index)
 	auth_conn_unref(&conn);
 }
 
-/* Reads one datagram from a worker; a malformed one closes that worker's connection, since only a
- * compromised or broken worker sends it. */
+/* Handles one datagram from the worker of connection index; a malformed one closes that worker's
+ * connection, since only a compromised or broken worker sends it. */
+static void auth_conn_datagram(struct auth_server *server, size_t index, const unsigned char *buf,
+			       size_t len)
+{
+	struct auth_msg msg;
+
+	if (auth_msg_decode(buf, len, &msg) < 0 || msg.type > AUTH_MSG_LOOKUP) {
+		log_warn("auth_request_malformed", "bytes=%zu", len);
+		auth_conn_close(server, index);
+	} else {
+		auth_handle_message(server, server->conns[index], &msg);
+	}
+}
+
+/* Reads one datagram from a worker. */
 static void auth_conn_readable(struct auth_server *server, size_t index)
 {
 	unsigned char buf[AUTH_PROTO_MAX_MESSAGE + 1];
-	struct auth_conn *conn = server->conns[index];
-	struct auth_msg msg;
-	ssize_t len = recv(conn->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	ssize_t len = recv(server->conns[index]->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 	if (len < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -648,13 +679,19 @@ static void auth_conn_readable(struct auth_server *server, size_t index)
 		auth_conn_close(server, index);
 		return;
 	}
-	if (auth_msg_decode(buf, (size_t)len, &msg) < 0 || msg.type > AUTH_MSG_LOOKUP) {
-		log_warn("auth_request_malformed", "bytes=%zd", len);
-		auth_conn_close(server, index);
-	} else {
-		auth_handle_message(server, conn, &msg);
-	}
+	auth_conn_datagram(server, index, buf, (size_t)len);
 	sodium_memzero(buf, (size_t)len);
+}
+
+/* Takes fd as a new worker connection. */
+static void auth_conn_add(struct auth_server *server, int fd)
+{
+	struct auth_conn *conn = xcalloc(1, sizeof(*conn));
+
+	conn->fd = fd;
+	conn->refs = 1;
+	server->conns = xrealloc(server->conns, (server->conn_count + 1) * sizeof(*server->conns));
+	server->conns[server->conn_count++] = conn;
 }
 
 /* A one-byte message that can carry one descriptor as SCM_RIGHTS. */
@@ -704,11 +741,9 @@ static int auth_control_readable(struct auth_server *server, int control_fd)
 	if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS ||
 	    cmsg->cmsg_len != CMSG_LEN(sizeof(int)))
 		return 0;
-	struct auth_conn *conn = xcalloc(1, sizeof(*conn));
-	memcpy(&conn->fd, CMSG_DATA(cmsg), sizeof(int));
-	conn->refs = 1;
-	server->conns = xrealloc(server->conns, (server->conn_count + 1) * sizeof(*server->conns));
-	server->conns[server->conn_count++] = conn;
+	int fd;
+	memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+	auth_conn_add(server, fd);
 	return 0;
 }
 
@@ -718,6 +753,7 @@ static void auth_take_finished(struct auth_server *server)
 
 	while ((check = auth_hasher_take_done(server->hasher)) != NULL) {
 		struct auth_request *req = (struct auth_request *)check;
+		server->checks_pending--;
 		auth_check_finished(server, req);
 		auth_request_free(&req);
 	}
@@ -831,6 +867,15 @@ int auth_penalty_config(const struct buzon_config *config, struct penalty_config
 	return 0;
 }
 
+/* Everything the auth process sets up before its sandbox and its hashing threads. */
+static void auth_server_setup(struct auth_server *server)
+{
+	server->dummy_secret = auth_make_dummy_secret(server->config);
+	auth_server_mechs(server);
+	auth_server_penalties(server);
+	(void)auth_db_refresh(server);
+}
+
 static void auth_server_free(struct auth_server *server)
 {
 	auth_hasher_stop(&server->hasher, auth_drop_check);
@@ -859,10 +904,7 @@ int auth_server_main(const struct buzon_config *config, int control_fd, struct b
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 
-	server.dummy_secret = auth_make_dummy_secret(config);
-	auth_server_mechs(&server);
-	auth_server_penalties(&server);
-	(void)auth_db_refresh(&server);
+	auth_server_setup(&server);
 	/* the core count comes from /sys, which the sandbox closes; the sandbox comes before the
 	 * hashing threads, which inherit the Landlock domain only if they start after it */
 	unsigned int threads = auth_hasher_resolve_threads(config->auth_threads);
@@ -877,4 +919,74 @@ int auth_server_main(const struct buzon_config *config, int control_fd, struct b
 	auth_server_free(&server);
 	log_info("auth_stopped", "%s", "");
 	return 0;
+}
+
+/* ---- the seam for the fuzz target (auth_server_testing.h) ---- */
+
+struct auth_server *auth_server_testing_new(const struct buzon_config *config,
+					    struct ban_table *bans)
+{
+	struct auth_server *server = xcalloc(1, sizeof(*server));
+
+	server->config = config;
+	server->bans = bans;
+	auth_server_setup(server);
+	server->hasher = auth_hasher_start(config->auth_threads);
+	return server;
+}
+
+void auth_server_testing_free(struct auth_server **serverp)
+{
+	auth_server_free(*serverp);
+	x_free(serverp);
+}
+
+void auth_server_testing_add_conn(struct auth_server *server, int fd)
+{
+	auth_conn_add(server, fd);
+}
+
+/* The index of the open connection fd, or -1. */
+static ssize_t auth_server_conn_index(const struct auth_server *server, int fd)
+{
+	for (size_t i = 0; i < server->conn_count; i++) {
+		if (server->conns[i]->fd == fd)
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+bool auth_server_testing_datagram(struct auth_server *server, int fd, const void *buf, size_t len)
+{
+	ssize_t index = auth_server_conn_index(server, fd);
+
+	if (index < 0)
+		fatal("auth_server_testing_datagram: fd %d is not an open connection", fd);
+	auth_conn_datagram(server, (size_t)index, buf, len);
+	return auth_server_conn_index(server, fd) >= 0;
+}
+
+void auth_server_testing_close_conn(struct auth_server *server, int fd)
+{
+	ssize_t index = auth_server_conn_index(server, fd);
+
+	if (index >= 0)
+		auth_conn_close(server, (size_t)index);
+}
+
+void auth_server_testing_settle(struct auth_server *server)
+{
+	while (server->checks_pending > 0) {
+		struct pollfd pfd = {.fd = auth_hasher_fd(server->hasher), .events = POLLIN};
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			fatal("poll failed: %s", strerror(errno));
+		auth_take_finished(server);
+	}
+}
+
+void auth_server_testing_forget_clients(struct auth_server *server)
+{
+	penalty_table_free(&server->penalties);
+	net_list_free(&server->trusted);
+	auth_server_penalties(server);
 }

@@ -4,6 +4,8 @@
  * On disk, under the mailbox directory:
  *   new/, cur/, tmp/   standard Maildir. Delivery writes tmp/ then renames into new/; open() moves
  *                      new/X to cur/X:2, and never looks in tmp/ (files there are incomplete).
+ *                      A name too long for ":2," or a flag (NAME_MAX) keeps its name: it moves
+ *                      to cur/X and goes without the Seen flag.
  *   buzon-lock         an empty file (0600) held with flock(LOCK_EX) while a session is open.
  *   buzon-uidlist      the UID index, format in uidlist.c, keyed by base name (the name up to
  *                      ':'), which stays the same when flags after ":2," change.
@@ -629,15 +631,10 @@ out:
 
 /* ---- new/ to cur/ ---- */
 
-/* Moves new/name to cur/name:2, without replacing an existing file: two messages with one name
- * must both survive. RENAME_NOREPLACE is not supported by every filesystem; there the check
- * before rename() is racy only against tools that ignore our lock. */
-static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_path,
-				const char *name)
+/* Renames src to dst unless dst exists. RENAME_NOREPLACE is not supported by every filesystem;
+ * there the check before rename() is racy only against tools that ignore our lock. */
+static int maildir_rename_noreplace(const char *src, const char *dst)
 {
-	char *src = xasprintf("%s/%s", new_path, name);
-	char *dst = maildir_name_info(name) != NULL ? xasprintf("%s/%s", mbox->cur_path, name)
-						    : xasprintf("%s/%s:2,", mbox->cur_path, name);
 	int ret = renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE);
 
 	if (ret < 0 && errno == EINVAL) {
@@ -645,6 +642,26 @@ static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_pa
 			errno = EEXIST;
 		else
 			ret = rename(src, dst);
+	}
+	return ret;
+}
+
+/* Moves new/name to cur/name:2, without replacing an existing file: two messages with one name
+ * must both survive. A name too long to take ":2," (NAME_MAX is 255 octets, less on some
+ * filesystems) moves as it is: cur/ accepts names without info, and the base name, hence the UID,
+ * is the same either way; left in new/ it would never be seen. */
+static int maildir_new_move_one(struct maildir_mailbox *mbox, const char *new_path,
+				const char *name)
+{
+	char *src = xasprintf("%s/%s", new_path, name);
+	char *dst = maildir_name_info(name) != NULL ? xasprintf("%s/%s", mbox->cur_path, name)
+						    : xasprintf("%s/%s:2,", mbox->cur_path, name);
+	int ret = maildir_rename_noreplace(src, dst);
+
+	if (ret < 0 && errno == ENAMETOOLONG && maildir_name_info(name) == NULL) {
+		free(dst);
+		dst = xasprintf("%s/%s", mbox->cur_path, name);
+		ret = maildir_rename_noreplace(src, dst);
 	}
 	if (ret < 0 && errno != ENOENT)
 		log_warn("maildir_move_failed", "from=%s to=%s error=%s", log_quote(src),
@@ -1086,6 +1103,9 @@ char *maildir_name_add_flag(const char *name, char flag)
 	return xasprintf("%.*s%c%s", (int)(pos - name), name, flag, pos);
 }
 
+/* Adds the Seen flag to message i's name. A name with no room left for the flag (NAME_MAX)
+ * keeps its name: a missing flag costs a Maildir reader a "new" mark, while failing would make
+ * every QUIT of this mailbox answer -ERR from now on. */
 static int maildir_op_mark_seen(struct maildir_commit *commit, size_t i)
 {
 	struct maildir_file *f = &commit->mbox->files[i];
@@ -1094,8 +1114,16 @@ static int maildir_op_mark_seen(struct maildir_commit *commit, size_t i)
 	if (new_name == NULL)
 		return 0;
 	if (renameat(commit->mbox->cur_fd, f->name, commit->mbox->cur_fd, new_name) < 0) {
+		int err = errno;
 		free(new_name);
-		return -1;
+		if (err != ENAMETOOLONG) {
+			errno = err;
+			return -1;
+		}
+		log_info("maildir_flag_skipped", "path=%s file=%s flag=S reason=%s",
+			 log_quote(commit->mbox->cur_path), log_quote(f->name),
+			 log_quote("name too long"));
+		return 0;
 	}
 	commit->renamed++;
 	free(f->name);

@@ -370,3 +370,28 @@ def test_unchanged_mailbox_opens_from_the_index_and_sees_every_change(server):
     for n in u:
         assert c.retr(n)
     c.quit()
+
+
+def test_names_too_long_for_flags_keep_quit_working(server):
+    # NAME_MAX is 255: a name of 252 octets takes ":2," but not ":2,S", one of 254 takes no info.
+    # Both must be listed, keep their UIDLs, and never make QUIT answer -ERR.
+    new = os.path.join(server.make_maildir(), "new")
+    bases = []
+    for tag, length in (("a", 252), ("b", 254)):
+        base = ("1700000000.M1P1.%s" % tag).ljust(length, "x")
+        with open(os.path.join(new, base), "wb") as f:
+            f.write(b"Subject: %s\n\nbody\n" % tag.encode())
+        bases.append(base)
+    first = None
+    for _ in range(2):
+        c = server.login()
+        u = c.uidl()
+        assert len(u) == 2
+        assert first is None or u == first
+        first = u
+        for n in u:
+            assert c.retr(n)
+        assert c.quit().startswith("+OK")
+    files = server.files()
+    assert sorted(files) == bases
+    assert {f[0] for f in files.values()} == {"cur"}, files

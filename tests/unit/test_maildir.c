@@ -927,6 +927,70 @@ static void test_quota_usage_open_commit(void **state)
 	free(quota_path);
 }
 
+/* A Maildir name of len octets: a plausible unique name padded with 'x'. */
+static char *long_name(char tag, size_t len)
+{
+	char *name = xmalloc(len + 1);
+
+	memset(name, 'x', len);
+	memcpy(name, "1700000000.M1P1.", 16);
+	name[16] = tag;
+	name[len] = '\0';
+	return name;
+}
+
+/* NAME_MAX is 255: a name of 252 octets takes ":2," but not ":2,S", and one of 253 to 255 takes no
+ * info at all. Such messages must still be listed, keep their UIDL, and never make QUIT fail. */
+static void test_names_too_long_for_flags(void **state)
+{
+	struct fixture *fx = *state;
+	char *fits_info = long_name('a', 252), *no_info = long_name('b', 253);
+	char *longest = long_name('c', 255), *in_cur = long_name('d', 254);
+	char *fits_info_cur = xasprintf("%s:2,", fits_info);
+
+	create_maildir(fx);
+	put_message(fx, "new", fits_info, "fits info\n");
+	put_message(fx, "new", no_info, "no info\n");
+	put_message(fx, "new", longest, "longest\n");
+	put_message(fx, "cur", in_cur, "in cur\n");
+	struct store_mailbox *box = open_ok(fx);
+	assert_int_equal(box->count, 4);
+	assert_int_equal(count_entries(fx, "new"), 0);
+	assert_true(exists_in(fx, "cur", fits_info_cur));
+	assert_true(exists_in(fx, "cur", no_info));
+	assert_true(exists_in(fx, "cur", longest));
+	char uidls[4][STORE_UIDL_LEN + 1];
+	for (size_t i = 0; i < 4; i++)
+		memcpy(uidls[i], box->messages[i].uidl, sizeof(uidls[i]));
+	bool retrieved[4] = {true, true, true, true};
+	commit_ok(box, NULL, retrieved, true);
+	backend->close(&box);
+
+	/* every name kept, nothing lost or doubled, the same UIDLs; a second QUIT succeeds too */
+	for (int round = 0; round < 2; round++) {
+		assert_true(exists_in(fx, "cur", fits_info_cur));
+		assert_true(exists_in(fx, "cur", no_info));
+		assert_true(exists_in(fx, "cur", longest));
+		assert_true(exists_in(fx, "cur", in_cur));
+		assert_int_equal(count_entries(fx, "cur"), 4);
+		box = open_ok(fx);
+		assert_int_equal(box->count, 4);
+		for (size_t i = 0; i < 4; i++)
+			assert_string_equal(box->messages[i].uidl, uidls[i]);
+		size_t len;
+		char *content = read_message(box, index_of_content(box, "longest\n"), &len);
+		assert_string_equal(content, "longest\n");
+		free(content);
+		commit_ok(box, NULL, retrieved, true);
+		backend->close(&box);
+	}
+	free(fits_info);
+	free(no_info);
+	free(longest);
+	free(in_cur);
+	free(fits_info_cur);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -958,6 +1022,7 @@ int main(void)
 	    T(test_flag_order),
 	    T(test_many_messages_order),
 	    T(test_quota_usage_open_commit),
+	    T(test_names_too_long_for_flags),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
