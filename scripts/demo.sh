@@ -9,7 +9,9 @@ lmtp_port=${LMTP_PORT:-2424}
 bin=$top/build/buzon
 run=$top/run
 
-mkdir -p "$run/mail/demo/new" "$run/mail/demo/cur" "$run/mail/demo/tmp"
+# The passwd-file gets a directory of its own: the auth process's sandbox may read everything
+# beneath that directory, and it must not hold the mail (docs/DESIGN.md, "Sandbox").
+mkdir -p "$run/mail/demo/new" "$run/mail/demo/cur" "$run/mail/demo/tmp" "$run/auth"
 user_line=""
 owner=$(id -un)
 if [ "$(id -u)" -eq 0 ]; then
@@ -37,14 +39,14 @@ listen = 127.0.0.1:$port
 listen = 127.0.0.1:$lmtp_port
 
 [auth]
-passwd_file = $run/users
+passwd_file = $run/auth/users
 failure_delay = 1s
 
 [mail]
 location = maildir:$run/mail/%u
 CONF
 
-if ! [ -f "$run/users" ] || ! grep -q '^demo:' "$run/users"; then
+if ! [ -f "$run/auth/users" ] || ! grep -q '^demo:' "$run/auth/users"; then
 	printf 'demo\n' | "$bin" user add -c "$run/buzon.conf" --password-stdin demo
 fi
 if [ -z "$(find "$run/mail/demo/new" "$run/mail/demo/cur" -type f | head -n 1)" ]; then
