@@ -721,11 +721,11 @@ static void config_print_key(const struct buzon_config *config, const struct con
 	for (const char *item = value; separators[0] != '\0' && *item != '\0';) {
 		size_t item_len = strcspn(item, separators);
 		const char *start = item, *end = item + item_len;
-		/* the reader strips the blanks around a value, so the item's own must go too, or
-		 * what is printed would not read back the same */
-		while (start < end && (*start == ' ' || *start == '\t'))
+		/* the reader strips white space (isspace: CR too) around a value, so the item's
+		 * own must go too, or what is printed would not read back the same */
+		while (start < end && isspace((unsigned char)*start))
 			start++;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		while (end > start && isspace((unsigned char)end[-1]))
 			end--;
 		if (start < end) {
 			config_print_line(out, key->name, start, (size_t)(end - start));

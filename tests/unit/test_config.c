@@ -157,14 +157,14 @@ static char *print_to_string(const struct buzon_config *config)
 	return printed;
 }
 
-/* Fuzzer finding: a list item followed by blanks before its comma ("10.6.0.0/16 ,10.7…") was
- * printed with them; the reader strips a value's trailing blanks, so printing the printed config
+/* Fuzzer finding: a list item followed by blanks or CRs before its comma ("10.6.0.0/16 ,10.7…")
+ * was printed with them; the reader strips a value's trailing blanks, so printing the printed config
  * gave different text. */
 static void test_print_is_stable_for_blank_padded_items(void **state)
 {
 	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\n[auth]\n"
 				  "passwd_file = /etc/buzon/users\n"
-				  "trusted_networks = 10.6.0.0/16 ,10.7.0.0/16\t, 10.8.0.0/16\n"
+				  "trusted_networks = 10.6.0.0/16 ,10.7.0.0/16\t, 10.8.0.0/16\r\r, 10.9.0.0/16\n"
 				  "[mail]\nlocation = maildir:/var/mail/%u\n");
 	char *error = NULL;
 	struct buzon_config *config = config_load(path, &error);
@@ -178,6 +178,7 @@ static void test_print_is_stable_for_blank_padded_items(void **state)
 	char *printed_again = print_to_string(again);
 	assert_string_equal(printed, printed_again);
 	assert_non_null(strstr(printed, "trusted_networks = 10.6.0.0/16\n"));
+	assert_non_null(strstr(printed, "trusted_networks = 10.8.0.0/16\n"));
 	config_free(&again);
 	config_free(&config);
 	unlink(printed_path);
