@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -344,7 +345,9 @@ static void test_eviction_bounds_memory_and_is_fast(void **state)
 	}
 	double elapsed = seconds_since(&start);
 	print_message("%u distinct clients in %.3f s\n", clients, elapsed);
-	assert_true(elapsed < 2.0);
+	/* the bound catches eviction that grows with the table; valgrind (make check-valgrind sets
+	 * BUZON_VALGRIND) runs everything some 50 times slower */
+	assert_true(elapsed < (getenv("BUZON_VALGRIND") != NULL ? 100.0 : 2.0));
 	assert_int_equal(penalty_table_count(table), PENALTY_MAX_CLIENTS);
 	/* the oldest were evicted, the newest kept */
 	assert_int_equal(penalty_delay(table, "10.0.0.0", clients / 1000), 0);
