@@ -425,7 +425,7 @@ class BuzonServer:
             valgrind_prefix(self.base) + [self.bin] + list(args),
             input=stdin.encode() if isinstance(stdin, str) else stdin,
             capture_output=True,
-            timeout=timeout,
+            timeout=timeout * TIME_SCALE,
         )
 
     def add_user(self, user, password, scheme="PLAIN"):
