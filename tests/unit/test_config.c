@@ -105,6 +105,17 @@ static void test_list_continuation(void **state)
 	free(path);
 }
 
+static char *print_to_string(const struct buzon_config *config)
+{
+	char *printed = NULL;
+	size_t printed_len = 0;
+	FILE *out = open_memstream(&printed, &printed_len);
+
+	config_print(config, out);
+	fclose(out);
+	return printed;
+}
+
 /* What check-config prints loads back as the same config (fuzzer finding): a long list joined on
  * one line was longer than inih reads, and "greeting=;-)" printed as "greeting = ;-)" read back as
  * a comment. */
@@ -119,15 +130,12 @@ static void test_print_loads_back(void **state)
 		text = longer;
 	}
 	char *source = xasprintf("%s\n[mail]\nlocation = maildir:/var/mail/%%u\n", text);
-	char *path = write_config(source), *error = NULL, *printed = NULL;
-	size_t printed_len = 0;
+	char *path = write_config(source), *error = NULL;
 	struct buzon_config *config = config_load(path, &error);
 
 	if (config == NULL)
 		fail_msg("%s", error);
-	FILE *out = open_memstream(&printed, &printed_len);
-	config_print(config, out);
-	fclose(out);
+	char *printed = print_to_string(config);
 	char *printed_path = write_config(printed);
 	struct buzon_config *again = config_load(printed_path, &error);
 	if (again == NULL)
@@ -146,26 +154,16 @@ static void test_print_loads_back(void **state)
 	free(text);
 }
 
-static char *print_to_string(const struct buzon_config *config)
-{
-	char *printed = NULL;
-	size_t printed_len = 0;
-	FILE *out = open_memstream(&printed, &printed_len);
-
-	config_print(config, out);
-	fclose(out);
-	return printed;
-}
-
 /* Fuzzer finding: a list item followed by blanks or CRs before its comma ("10.6.0.0/16 ,10.7…")
- * was printed with them; the reader strips a value's trailing blanks, so printing the printed config
- * gave different text. */
+ * was printed with them; the reader strips a value's trailing blanks, so printing the printed
+ * config gave different text. */
 static void test_print_is_stable_for_blank_padded_items(void **state)
 {
-	char *path = write_config("[pop3]\nlisten = 127.0.0.1:1110\n[auth]\n"
-				  "passwd_file = /etc/buzon/users\n"
-				  "trusted_networks = 10.6.0.0/16 ,10.7.0.0/16\t, 10.8.0.0/16\r\r, 10.9.0.0/16\n"
-				  "[mail]\nlocation = maildir:/var/mail/%u\n");
+	char *path = write_config(
+	    "[pop3]\nlisten = 127.0.0.1:1110\n[auth]\n"
+	    "passwd_file = /etc/buzon/users\n"
+	    "trusted_networks = 10.6.0.0/16 ,10.7.0.0/16\t, 10.8.0.0/16\r\r, 10.9.0.0/16\n"
+	    "[mail]\nlocation = maildir:/var/mail/%u\n");
 	char *error = NULL;
 	struct buzon_config *config = config_load(path, &error);
 	if (config == NULL)
