@@ -59,7 +59,7 @@ struct master {
 	struct tls_material tls;  /* certificate and key, read before dropping privileges */
 	bool tls_loaded;
 	pid_t *worker_pids;
-	int *worker_ctl_fds; /* master's end of each worker's control channel (TLS reloads) */
+	int *worker_ctl_fds;	 /* master's end of each worker's control channel (TLS reloads) */
 	int64_t *worker_started; /* monotonic ms (master_now_ms) */
 	pid_t auth_pid;
 	/* the LMTP process, when [lmtp] listen is set: its sockets (UNIX then TCP), pid, start */

@@ -100,8 +100,8 @@ const char *log_quote(const char *value)
 			out[o++] = '\\';
 			out[o++] = (char)*p;
 		} else if (*p < 0x20 || *p == 0x7f || seq == 0) {
-			/* control bytes, and bytes that are not UTF-8 (a hostile user name), so that every
-			 * log line stays valid UTF-8 for the journal and JSON tools */
+			/* control bytes, and bytes that are not UTF-8 (a hostile user name), so
+			 * that every log line stays valid UTF-8 for the journal and JSON tools */
 			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
 		} else if (seq > 1) {
 			memcpy(out + o, p, seq);

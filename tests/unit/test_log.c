@@ -1,5 +1,5 @@
-/* log_quote: what reaches the log from a client (user names, commands) is quoted and escaped so that
- * one value stays one field and every line stays valid UTF-8. */
+/* log_quote: what reaches the log from a client (user names, commands) is quoted and escaped so
+ * that one value stays one field and every line stays valid UTF-8. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

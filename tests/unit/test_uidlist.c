@@ -521,7 +521,8 @@ static void test_save_overwrites_temp_left_by_crash(void **state)
 	bool damaged;
 	uint32_t uid;
 
-	write_file(tmp, "buzon-uidlist 2 5 99 - -\n1 1 1 left-by-a-crash-and-longer-than-the-index\n");
+	write_file(tmp,
+		   "buzon-uidlist 2 5 99 - -\n1 1 1 left-by-a-crash-and-longer-than-the-index\n");
 	assert_int_equal(uidlist_add(list, "x", 1, 1, 1, &uid), 0);
 	assert_int_equal(uidlist_save(list, fx->path, &error), 0);
 	assert_int_equal(access(tmp, F_OK), -1);
@@ -592,7 +593,8 @@ int main(void)
 	    cmocka_unit_test(test_lookup_many),
 	    cmocka_unit_test(test_basename_valid),
 	    cmocka_unit_test_setup_teardown(test_save_replaces_atomically, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_save_overwrites_temp_left_by_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_save_overwrites_temp_left_by_crash, setup,
+					    teardown),
 	    cmocka_unit_test(test_parse_garbage_never_crashes),
 	};
 
