@@ -116,6 +116,22 @@ static char *print_to_string(const struct buzon_config *config)
 	return printed;
 }
 
+/* Prints config, loads what was printed (failing the test if it does not load) and returns it;
+ * *printed_r gets the printed text. */
+static struct buzon_config *load_printed(const struct buzon_config *config, char **printed_r)
+{
+	char *error = NULL;
+
+	*printed_r = print_to_string(config);
+	char *printed_path = write_config(*printed_r);
+	struct buzon_config *again = config_load(printed_path, &error);
+	if (again == NULL)
+		fail_msg("%s", error);
+	unlink(printed_path);
+	free(printed_path);
+	return again;
+}
+
 /* What check-config prints loads back as the same config (fuzzer finding): a long list joined on
  * one line was longer than inih reads, and "greeting=;-)" printed as "greeting = ;-)" read back as
  * a comment. */
@@ -135,19 +151,14 @@ static void test_print_loads_back(void **state)
 
 	if (config == NULL)
 		fail_msg("%s", error);
-	char *printed = print_to_string(config);
-	char *printed_path = write_config(printed);
-	struct buzon_config *again = config_load(printed_path, &error);
-	if (again == NULL)
-		fail_msg("%s", error);
+	char *printed;
+	struct buzon_config *again = load_printed(config, &printed);
 	assert_string_equal(again->greeting, ";-)");
 	assert_string_equal(again->auth_trusted_networks, config->auth_trusted_networks);
 	assert_int_equal(again->listen_count, 1);
 	config_free(&again);
 	config_free(&config);
-	unlink(printed_path);
 	unlink(path);
-	free(printed_path);
 	free(path);
 	free(printed);
 	free(source);
@@ -168,20 +179,15 @@ static void test_print_is_stable_for_blank_padded_items(void **state)
 	struct buzon_config *config = config_load(path, &error);
 	if (config == NULL)
 		fail_msg("%s", error);
-	char *printed = print_to_string(config);
-	char *printed_path = write_config(printed);
-	struct buzon_config *again = config_load(printed_path, &error);
-	if (again == NULL)
-		fail_msg("%s", error);
+	char *printed;
+	struct buzon_config *again = load_printed(config, &printed);
 	char *printed_again = print_to_string(again);
 	assert_string_equal(printed, printed_again);
 	assert_non_null(strstr(printed, "trusted_networks = 10.6.0.0/16\n"));
 	assert_non_null(strstr(printed, "trusted_networks = 10.8.0.0/16\n"));
 	config_free(&again);
 	config_free(&config);
-	unlink(printed_path);
 	unlink(path);
-	free(printed_path);
 	free(path);
 	free(printed);
 	free(printed_again);
