@@ -47,7 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from buzontest import BuzonServer, Closed, free_port, retr_expected  # noqa: E402
+from buzontest import BuzonServer, Closed, free_port, group_processes, process_pss_kb, retr_expected  # noqa: E402
 from lmtptest import Lmtp, LmtpClosed, check_name_sizes, setup_lmtp, start_lmtp, stored_expected  # noqa: E402
 from tlstest import TPop3, client_context, install_pki, wait_tls_ready  # noqa: E402
 
@@ -160,34 +160,9 @@ def prime_mailboxes(srv):
         c.close()
 
 
-def buzon_pids(srv):
-    """The server's processes: its process group (master, auth, POP3 workers, LMTP)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[2]) == srv.proc.pid:
-            pids.append(int(entry))
-    return pids
-
-
 def total_pss_kb(srv):
-    total = 0
-    for pid in buzon_pids(srv):
-        try:
-            with open("/proc/%d/smaps_rollup" % pid) as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass  # the process ended between the listing and the read
-    return total
+    """The PSS of all the server's processes together (one that just ended counts 0)."""
+    return sum(process_pss_kb(pid) or 0 for pid, _ in group_processes(srv.proc.pid))
 
 
 class MemorySampler(threading.Thread):

@@ -665,6 +665,39 @@ class BuzonServer:
         return out
 
 
+def group_processes(pgid):
+    """The live processes of process group pgid (a server's master, auth, workers, LMTP), as
+    (pid, name) pairs; zombies are left out."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended between the listing and the read
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append((int(entry), name))
+    return out
+
+
+def process_pss_kb(pid):
+    """Proportional set size of one process in KiB (RSS where smaps_rollup is unavailable), or
+    None once the process is gone."""
+    for path, key in (("/proc/%d/smaps_rollup" % pid, "Pss:"), ("/proc/%d/status" % pid, "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            continue
+    return None
+
+
 def wait_until(pred, timeout=5.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:

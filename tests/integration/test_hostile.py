@@ -22,7 +22,8 @@ import ssl
 import threading
 import time
 
-from buzontest import VALGRIND, DEMO_PASS, DEMO_USER, Closed, make_message, wait_until
+from buzontest import (VALGRIND, DEMO_PASS, DEMO_USER, Closed, group_processes, make_message,
+                       process_pss_kb, wait_until)
 from tlstest import TPop3, auth_plain, b64, client_context, plain_message, tls_server
 
 ATTACKER = "127.0.0.1"
@@ -77,42 +78,13 @@ def seed_probe_mailbox(srv):
 # Measuring the server
 
 
-def pop3_worker_pids(srv):
-    """The live buzon-pop3 processes of the running server (its process group)."""
-    pgid = srv.proc.pid
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if comm == "buzon-pop3" and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def process_pss_kb(pid):
-    """Proportional set size of one process in KiB (RSS where smaps_rollup is unavailable)."""
-    for path, key in (("/proc/%d/smaps_rollup" % pid, "Pss:"), ("/proc/%d/status" % pid, "VmRSS:")):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith(key):
-                        return int(line.split()[1])
-        except OSError:
-            continue
-    raise AssertionError("cannot read the memory of process %d" % pid)
-
-
 def workers_pss_kb(srv):
-    pids = pop3_worker_pids(srv)
+    """The PSS of the server's buzon-pop3 processes together."""
+    pids = [pid for pid, name in group_processes(srv.proc.pid) if name == "buzon-pop3"]
     assert pids, "no buzon-pop3 process found"
-    return sum(process_pss_kb(pid) for pid in pids)
+    sizes = [process_pss_kb(pid) for pid in pids]
+    assert None not in sizes, "a POP3 worker ended while its memory was read"
+    return sum(sizes)
 
 
 class MemoryWatch:
