@@ -28,8 +28,7 @@ enum config_type {
 	CONFIG_BOOL,
 	CONFIG_WORKERS,
 	CONFIG_LOG_LEVEL,
-	CONFIG_LISTEN,
-	CONFIG_LISTEN_TLS,
+	CONFIG_LISTEN, /* a list of addresses; count_offset locates its count */
 	CONFIG_TLS_VERSION,
 	CONFIG_CLEARTEXT,
 	CONFIG_EXPIRE,
@@ -40,6 +39,10 @@ enum config_type {
 	CONFIG_LMTP_LISTEN,
 	CONFIG_LOCATION,
 	CONFIG_SCHEME,
+	CONFIG_LOG_FORMAT,
+	CONFIG_LOG_OUTPUT,
+	CONFIG_SYSLOG_FACILITY,
+	CONFIG_PATH, /* an absolute path */
 };
 
 struct config_key {
@@ -49,11 +52,18 @@ struct config_key {
 	size_t offset;
 	const char *default_value; /* NULL: no default (required keys are checked after parsing) */
 	unsigned long long min, max; /* for CONFIG_UINT */
+	size_t count_offset;	     /* CONFIG_LISTEN: where the number of addresses is kept */
 };
 
 #define KEY(sec, nm, ty, field, def, lo, hi)                                                       \
 	{                                                                                          \
-		sec, nm, ty, offsetof(struct buzon_config, field), def, lo, hi                     \
+		sec, nm, ty, offsetof(struct buzon_config, field), def, lo, hi, 0                  \
+	}
+/* A list of listening addresses: the array field and its count field. */
+#define LISTEN_KEY(sec, nm, field, count)                                                          \
+	{                                                                                          \
+		sec, nm, CONFIG_LISTEN, offsetof(struct buzon_config, field), NULL, 0, 0,          \
+		    offsetof(struct buzon_config, count)                                           \
 	}
 
 /* Every option, its type and default. README.md documents each of them. */
@@ -63,8 +73,19 @@ static const struct config_key config_keys[] = {
     KEY("server", "log_level", CONFIG_LOG_LEVEL, log_level, "info", 0, 0),
     KEY("server", "sandbox", CONFIG_BOOL, sandbox, "yes", 0, 0),
     KEY("server", "sandbox_extra_paths", CONFIG_STRING, sandbox_extra_paths, NULL, 0, 0),
-    KEY("pop3", "listen", CONFIG_LISTEN, listens, NULL, 0, 0),
-    KEY("pop3", "listen_tls", CONFIG_LISTEN_TLS, listens_tls, NULL, 0, 0),
+    KEY("server", "log_format", CONFIG_LOG_FORMAT, log_format, "text", 0, 0),
+    KEY("server", "log_output", CONFIG_LOG_OUTPUT, log_output, "stderr", 0, 0),
+    KEY("server", "syslog_facility", CONFIG_SYSLOG_FACILITY, syslog_facility, "mail", 0, 0),
+    KEY("server", "control_socket", CONFIG_PATH, control_socket, "/run/buzon/control.sock", 0,
+	0),
+    /* SIGTERM: how long open sessions may go on before they are closed without committing */
+    KEY("server", "drain_time", CONFIG_DURATION, drain_secs, "30s", 0, 3600),
+    LISTEN_KEY("pop3", "listen", listens, listen_count),
+    LISTEN_KEY("pop3", "listen_tls", listens_tls, listen_tls_count),
+    /* behind HAProxy and the like: each connection starts with a PROXY v1/v2 header */
+    LISTEN_KEY("pop3", "listen_proxy", listens_proxy, listen_proxy_count),
+    LISTEN_KEY("pop3", "listen_tls_proxy", listens_tls_proxy, listen_tls_proxy_count),
+    KEY("pop3", "proxy_trusted", CONFIG_NETWORKS, proxy_trusted, "", 0, 0),
     KEY("pop3", "stls", CONFIG_BOOL, stls, "yes", 0, 0),
     /* RFC 1939 §3: an autologout timer must be at least 10 minutes. */
     KEY("pop3", "idle_timeout", CONFIG_DURATION, idle_timeout_secs, "10m", 600, 86400),
@@ -107,6 +128,7 @@ static const struct config_key config_keys[] = {
     KEY("lmtp", "max_message_size", CONFIG_SIZE, lmtp_max_message_size, "50M", 0, 0),
     KEY("lmtp", "quota_full_tempfail", CONFIG_BOOL, lmtp_quota_full_tempfail, "no", 0, 0),
     KEY("lmtp", "hostname", CONFIG_STRING, lmtp_hostname, NULL, 0, 0),
+    LISTEN_KEY("metrics", "listen", metrics_listens, metrics_listen_count),
 };
 
 struct config_parse_state {
@@ -378,10 +400,39 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		}
 		return 0;
 	case CONFIG_LISTEN:
-		return config_set_listen(&config->listens, &config->listen_count, value, error_r);
-	case CONFIG_LISTEN_TLS:
-		return config_set_listen(&config->listens_tls, &config->listen_tls_count, value,
+		return config_set_listen((struct config_listen **)field,
+					 (size_t *)((char *)config + key->count_offset), value,
 					 error_r);
+	case CONFIG_LOG_FORMAT:
+		if (log_format_parse(value, (enum log_format *)field) < 0) {
+			*error_r = xasprintf("%s must be text or json", key->name);
+			return -1;
+		}
+		return 0;
+	case CONFIG_LOG_OUTPUT:
+		if (log_output_parse(value, (enum log_output *)field) < 0) {
+			*error_r = xasprintf("%s must be stderr or syslog", key->name);
+			return -1;
+		}
+		return 0;
+	case CONFIG_SYSLOG_FACILITY:
+		if (log_syslog_facility_parse(value, NULL) < 0) {
+			*error_r = xasprintf("%s must be mail, daemon, auth or local0 to local7",
+					     key->name);
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case CONFIG_PATH:
+		if (value[0] != '/' || strlen(value) >= 108) {
+			*error_r = xasprintf("%s must be an absolute path of at most 107 characters",
+					     key->name);
+			return -1;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
 	case CONFIG_TLS_VERSION:
 		if (strcmp(value, "TLSv1.2") != 0 && strcmp(value, "TLSv1.3") != 0) {
 			*error_r = xasprintf("%s must be TLSv1.2 or TLSv1.3", key->name);
@@ -479,7 +530,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 	size_t index = (size_t)(key - config_keys);
 	bool append = state->seen[index] && config_key_is_list(key->type);
 	if (state->seen[index] && !append && key->type != CONFIG_LISTEN &&
-	    key->type != CONFIG_LISTEN_TLS && key->type != CONFIG_LMTP_LISTEN) {
+	    key->type != CONFIG_LMTP_LISTEN) {
 		state->error = xasprintf("%s is set twice in [%s]", name, section);
 		return 0;
 	}
@@ -534,10 +585,16 @@ static char *config_check_sandbox_paths(const struct buzon_config *config)
 
 static char *config_check_required(const struct buzon_config *config)
 {
-	if (config->listen_count == 0 && config->listen_tls_count == 0)
+	if (config->listen_count == 0 && config->listen_tls_count == 0 &&
+	    config->listen_proxy_count == 0 && config->listen_tls_proxy_count == 0)
 		return xstrdup("[pop3] listen or listen_tls is required");
-	if (config->listen_tls_count > 0 && config->tls_cert == NULL)
+	if ((config->listen_tls_count > 0 || config->listen_tls_proxy_count > 0) &&
+	    config->tls_cert == NULL)
 		return xstrdup("[pop3] listen_tls needs [tls] cert and key");
+	if ((config->listen_proxy_count > 0 || config->listen_tls_proxy_count > 0) &&
+	    config->proxy_trusted == NULL)
+		return xstrdup("[pop3] listen_proxy and listen_tls_proxy need proxy_trusted (the "
+			       "addresses of the proxies allowed to send PROXY headers)");
 	if (config->passwd_file == NULL)
 		return xstrdup("[auth] passwd_file is required");
 	if (config->mail_location == NULL)
@@ -588,15 +645,19 @@ void config_free(struct buzon_config **configp)
 		    config_keys[i].type == CONFIG_SCHEME ||
 		    config_keys[i].type == CONFIG_TLS_VERSION ||
 		    config_keys[i].type == CONFIG_MECHANISMS ||
-		    config_keys[i].type == CONFIG_NETWORKS || config_keys[i].type == CONFIG_SNI)
+		    config_keys[i].type == CONFIG_NETWORKS || config_keys[i].type == CONFIG_SNI ||
+		    config_keys[i].type == CONFIG_SYSLOG_FACILITY ||
+		    config_keys[i].type == CONFIG_PATH)
 			free(*(char **)((char *)config + config_keys[i].offset));
+		if (config_keys[i].type == CONFIG_LISTEN) {
+			struct config_listen *listens =
+			    *(struct config_listen **)((char *)config + config_keys[i].offset);
+			size_t count = *(size_t *)((char *)config + config_keys[i].count_offset);
+			for (size_t j = 0; j < count; j++)
+				free(listens[j].text);
+			free(listens);
+		}
 	}
-	for (size_t i = 0; i < config->listen_count; i++)
-		free(config->listens[i].text);
-	free(config->listens);
-	for (size_t i = 0; i < config->listen_tls_count; i++)
-		free(config->listens_tls[i].text);
-	free(config->listens_tls);
 	for (size_t i = 0; i < config->lmtp_listen_count; i++)
 		free(config->lmtp_listens[i].text);
 	free(config->lmtp_listens);
@@ -622,7 +683,9 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_TLS_VERSION:
 	case CONFIG_MECHANISMS:
 	case CONFIG_NETWORKS:
-	case CONFIG_SNI: {
+	case CONFIG_SNI:
+	case CONFIG_SYSLOG_FACILITY:
+	case CONFIG_PATH: {
 		const char *s = *(char *const *)field;
 		fputs(s != NULL ? s : "", out);
 		break;
@@ -650,13 +713,18 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_LOG_LEVEL:
 		fputs(levels[*(const enum log_level *)field], out);
 		break;
-	case CONFIG_LISTEN:
-		for (size_t i = 0; i < config->listen_count; i++)
-			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens[i].text);
+	case CONFIG_LISTEN: {
+		const struct config_listen *listens = *(struct config_listen *const *)field;
+		size_t count = *(const size_t *)((const char *)config + key->count_offset);
+		for (size_t i = 0; i < count; i++)
+			fprintf(out, "%s%s", i > 0 ? ", " : "", listens[i].text);
 		break;
-	case CONFIG_LISTEN_TLS:
-		for (size_t i = 0; i < config->listen_tls_count; i++)
-			fprintf(out, "%s%s", i > 0 ? ", " : "", config->listens_tls[i].text);
+	}
+	case CONFIG_LOG_FORMAT:
+		fputs(log_format_name(*(const enum log_format *)field), out);
+		break;
+	case CONFIG_LOG_OUTPUT:
+		fputs(log_output_name(*(const enum log_output *)field), out);
 		break;
 	case CONFIG_LMTP_LISTEN:
 		for (size_t i = 0; i < config->lmtp_unix_count; i++)
@@ -695,7 +763,6 @@ static const char *config_print_separators(enum config_type type)
 	case CONFIG_NETWORKS:
 	case CONFIG_SNI:
 	case CONFIG_LISTEN:
-	case CONFIG_LISTEN_TLS:
 	case CONFIG_LMTP_LISTEN:
 		return ",";
 	default:

@@ -35,12 +35,23 @@ struct buzon_config {
 	enum log_level log_level;
 	bool sandbox;		   /* Landlock and seccomp for the children (core/sandbox.h) */
 	char *sandbox_extra_paths; /* comma-separated trees the mail processes may use too */
+	enum log_format log_format; /* text (key=value) or json, one object a line */
+	enum log_output log_output; /* stderr (the journal under systemd) or syslog */
+	char *syslog_facility;	    /* mail, daemon, auth, local0…local7 */
+	char *control_socket;	    /* UNIX socket of `buzon who|kick|stats|reload|ban` */
+	unsigned int drain_secs;    /* SIGTERM: sessions may finish for this long */
 
 	/* [pop3] */
 	struct config_listen *listens;
 	size_t listen_count;
 	struct config_listen *listens_tls; /* implicit TLS (RFC 8314), usually port 995 */
 	size_t listen_tls_count;
+	/* the same behind a proxy: every connection starts with a PROXY v1/v2 header */
+	struct config_listen *listens_proxy;
+	size_t listen_proxy_count;
+	struct config_listen *listens_tls_proxy;
+	size_t listen_tls_proxy_count;
+	char *proxy_trusted; /* CIDR list of proxies allowed to send PROXY headers */
 	bool stls;			  /* offer STLS on plain listeners when TLS is configured */
 	unsigned int idle_timeout_secs;	  /* RFC 1939 §3: at least 10 minutes */
 	unsigned int login_timeout_secs;  /* from connection to a successful login */
@@ -90,6 +101,10 @@ struct buzon_config {
 	uint64_t lmtp_max_message_size; /* SIZE (RFC 1870) */
 	bool lmtp_quota_full_tempfail;	/* 452 4.2.2 instead of 552 5.2.2 */
 	char *lmtp_hostname;		/* in the greeting and LHLO reply */
+
+	/* [metrics] */
+	struct config_listen *metrics_listens; /* Prometheus /metrics over HTTP; none: off */
+	size_t metrics_listen_count;
 };
 
 /* Reads path into a newly allocated config. On error returns NULL and sets *error_r to a newly

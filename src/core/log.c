@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,63 @@ int log_level_parse(const char *name, enum log_level *level_r)
 	for (size_t i = 0; i < ARRAY_SIZE(log_level_names); i++) {
 		if (strcasecmp(name, log_level_names[i]) == 0) {
 			*level_r = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static const char *const log_format_names[] = {"text", "json"};
+static const char *const log_output_names[] = {"stderr", "syslog"};
+
+int log_format_parse(const char *name, enum log_format *format_r)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_format_names); i++) {
+		if (strcasecmp(name, log_format_names[i]) == 0) {
+			*format_r = (enum log_format)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *log_format_name(enum log_format format)
+{
+	return log_format_names[format];
+}
+
+int log_output_parse(const char *name, enum log_output *output_r)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(log_output_names); i++) {
+		if (strcasecmp(name, log_output_names[i]) == 0) {
+			*output_r = (enum log_output)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *log_output_name(enum log_output output)
+{
+	return log_output_names[output];
+}
+
+int log_syslog_facility_parse(const char *name, int *facility_r)
+{
+	static const struct {
+		const char *name;
+		int facility;
+	} facilities[] = {
+	    {"mail", LOG_MAIL},	    {"daemon", LOG_DAEMON}, {"auth", LOG_AUTH},
+	    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+	    {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+	    {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(facilities); i++) {
+		if (strcasecmp(name, facilities[i].name) == 0) {
+			if (facility_r != NULL)
+				*facility_r = facilities[i].facility;
 			return 0;
 		}
 	}
