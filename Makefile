@@ -3,7 +3,7 @@
 # `make run` sets up a demo under ./run/ and serves it on 127.0.0.1:1110.
 
 CC       ?= cc
-PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih libidn libseccomp
+PKGS     := libevent libevent_openssl libssl libcrypto libsodium inih libidn libseccomp libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lpthread
 
@@ -127,6 +127,44 @@ $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_BUILD)/libbuzon.
 
 fuzz: fuzz-build
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/fuzz.sh $(FUZZ_BUILD)
+
+# `make install PREFIX=/usr/local DESTDIR=`: the binary (a daemon and an admin tool, so sbin),
+# the man pages, the example config, the systemd units and the tmpfiles.d entry; see README
+# "Installing". SYSCONFDIR stays /etc whatever PREFIX is, because /etc/buzon/buzon.conf is the
+# binary's default -c path; the unit runs `buzon serve -c $(SYSCONFDIR)/buzon/buzon.conf`.
+# buzon.conf itself is never installed, so an existing one is never overwritten.
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+INSTALLED   := $(SBINDIR)/buzon $(MANDIR)/man8/buzon.8 $(MANDIR)/man5/buzon.conf.5 \
+	       $(SYSCONFDIR)/buzon/buzon.conf.example $(UNITDIR)/buzon.service \
+	       $(UNITDIR)/buzon.socket $(TMPFILESDIR)/buzon.conf
+
+.PHONY: install uninstall man-lint
+install: $(BUILD)/buzon
+	install -D -m 0755 $(BUILD)/buzon $(DESTDIR)$(SBINDIR)/buzon
+	install -D -m 0644 docs/buzon.8 $(DESTDIR)$(MANDIR)/man8/buzon.8
+	install -D -m 0644 docs/buzon.conf.5 $(DESTDIR)$(MANDIR)/man5/buzon.conf.5
+	install -D -m 0644 dist/buzon.conf.example $(DESTDIR)$(SYSCONFDIR)/buzon/buzon.conf.example
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		dist/systemd/buzon.service.in >$(DESTDIR)$(UNITDIR)/buzon.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/buzon.service
+	install -D -m 0644 dist/systemd/buzon.socket $(DESTDIR)$(UNITDIR)/buzon.socket
+	install -D -m 0644 dist/tmpfiles.d/buzon.conf $(DESTDIR)$(TMPFILESDIR)/buzon.conf
+
+# Leaves buzon.conf (and so its directory) in place.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	[ ! -d $(DESTDIR)$(SYSCONFDIR)/buzon ] || \
+		rmdir --ignore-fail-on-non-empty $(DESTDIR)$(SYSCONFDIR)/buzon
+
+# Both man pages must be free of mandoc warnings (tests/integration/test_packaging.py runs this).
+man-lint:
+	mandoc -T lint -W warning docs/buzon.8 docs/buzon.conf.5
 
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h)

@@ -351,6 +351,7 @@ class Buzon(Server):
             "workers = {workers}\n"
             "{user}"
             "log_level = info\n"
+            "control_socket = {root}/control.sock\n"
             "[pop3]\n"
             "listen = 127.0.0.1:{pop3}\n"
             "listen_tls = 127.0.0.1:{pop3s}\n"
@@ -368,7 +369,7 @@ class Buzon(Server):
             "listen = 127.0.0.1:{lmtp}\n"
         ).format(workers=self.workers, user=user, pop3=self.pop3, pop3s=self.pop3s,
                  maxconn=self.max_connections, cert=self.cert, key=self.key, data=self.data,
-                 lmtp=self.lmtp)
+                 lmtp=self.lmtp, root=self.root)
         self.config_text = conf
         with open(os.path.join(self.root, "buzon.conf"), "w") as f:
             f.write(conf)

@@ -323,9 +323,10 @@ class Buzon(Server):
                 f.write("user%d:{PLAIN}pw\n" % i)
         with open(os.path.join(root, "buzon.conf"), "w") as f:
             f.write("[server]\nworkers = 1\nuser = nobody\nlog_level = warn\n"
+                    "control_socket = %s/control.sock\n"
                     "[pop3]\nlisten = 127.0.0.1:%d\n[lmtp]\nlisten = 127.0.0.1:%d\n"
                     "[auth]\npasswd_file = %s/users\n[mail]\nlocation = maildir:%s/mail/%%u\n"
-                    % (pop3, self.port, root, root))
+                    % (root, pop3, self.port, root, root))
         chown_tree(root, self.uid, self.gid)
 
     def command(self):

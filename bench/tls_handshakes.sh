@@ -31,6 +31,7 @@ cat >"$work/buzon.conf" <<CONF
 workers = auto
 user = nobody
 log_level = warn
+control_socket = $work/control.sock
 [pop3]
 listen = 127.0.0.1:$b_port
 listen_tls = 127.0.0.1:$b_tls

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 port=${PORT:-1110}
 lmtp_port=${LMTP_PORT:-2424}
+metrics_port=${METRICS_PORT:-9155}
 bin=$top/build/buzon
 run=$top/run
 
@@ -31,6 +32,8 @@ cat >"$run/buzon.conf" <<CONF
 workers = auto
 log_level = info
 $user_line
+; \`buzon who|kick|stats|reload|ban -c $run/buzon.conf\` talk to the server here
+control_socket = $run/control.sock
 
 [pop3]
 listen = 127.0.0.1:$port
@@ -44,6 +47,10 @@ failure_delay = 1s
 
 [mail]
 location = maildir:$run/mail/%u
+
+[metrics]
+; Prometheus: curl http://127.0.0.1:$metrics_port/metrics
+listen = 127.0.0.1:$metrics_port
 CONF
 
 if ! [ -f "$run/auth/users" ] || ! grep -q '^demo:' "$run/auth/users"; then
@@ -73,6 +80,8 @@ buzon demo: POP3 on 127.0.0.1:$port, user demo, password demo
   read message 1:  curl -u demo:demo pop3://127.0.0.1:$port/1
   deliver a new one over LMTP (python3 standard library):
     python3 -c 'import smtplib; smtplib.LMTP("127.0.0.1", $lmtp_port).sendmail("me@localhost", ["demo"], "Subject: hi\n\nhello\n")'
+  who is connected: build/buzon who -c $run/buzon.conf     (also stats, kick, ban, reload)
+  metrics:         curl http://127.0.0.1:$metrics_port/metrics
   config:          $run/buzon.conf     (stop with Ctrl-C)
 
 TEXT

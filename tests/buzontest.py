@@ -356,7 +356,10 @@ class Pop3:
 
 def default_settings(base, port, workers=1):
     return {
-        "server": {"workers": str(workers), "log_level": "debug"},
+        # each server its own control socket; a short drain so that a stop with sessions still
+        # open (SIGTERM) does not wait the default 30 s
+        "server": {"workers": str(workers), "log_level": "debug",
+                   "control_socket": os.path.join(base, "control.sock"), "drain_time": "1s"},
         "pop3": {
             "listen": "127.0.0.1:%d" % port,
             "idle_timeout": "10m",

@@ -30,6 +30,7 @@
 #include "auth/passwd_file.h"
 #include "auth/password.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/sandbox.h"
 #include "core/util.h"
 #include "net/ban_table.h"
@@ -205,13 +206,16 @@ static unsigned int auth_penalise(struct auth_server *server, const char *client
 	unsigned int delay = penalty_record_failure(server->penalties, client_ip, fingerprint,
 						    auth_now_ms(), &banned_now);
 
+	if (delay > 0)
+		metrics_count_auth_penalty();
 	if (banned_now) {
+		metrics_count_auth_ban();
 		const struct buzon_config *config = server->config;
 		uint64_t until_ms = 0;
 		/* both clocks are CLOCK_MONOTONIC; round up so that the workers never let a client
 		 * in while this process would still refuse its login */
 		penalty_is_banned(server->penalties, client_ip, auth_now_ms(), &until_ms);
-		ban_table_ban_text(server->bans, client_ip, (until_ms + 999) / 1000);
+		ban_table_add(server->bans, client_ip, (until_ms + 999) / 1000, BAN_SOURCE_AUTH);
 		log_warn("ban", "ip=%s failures=%u window=%us duration=%us", log_quote(client_ip),
 			 config->auth_ban_failures, config->auth_ban_window_secs,
 			 config->auth_ban_secs);
@@ -610,6 +614,24 @@ static void auth_handle_sasl_continue(struct auth_server *server, struct auth_co
 	auth_conversation_step(server, conn, c, msg);
 }
 
+/* Whether client_ip is banned. An administrator lifts a ban in the shared table (`buzon ban del`),
+ * which this process cannot be told about: a ban it holds that the table no longer has is lifted
+ * here too, so that the client can log in again, not only connect. */
+static bool auth_client_banned(struct auth_server *server, const char *client_ip)
+{
+	uint64_t now_ms = auth_now_ms();
+
+	if (!penalty_is_banned(server->penalties, client_ip, now_ms, NULL))
+		return false;
+	/* the table's end is this ban's, rounded up (auth_penalise): it outlasts it */
+	if (server->bans == NULL ||
+	    ban_table_is_banned_text(server->bans, client_ip, ban_table_now()))
+		return true;
+	penalty_unban(server->penalties, client_ip, now_ms);
+	log_info("ban_lifted", "ip=%s by=admin", log_quote(client_ip));
+	return false;
+}
+
 static void auth_handle_message(struct auth_server *server, struct auth_conn *conn,
 				const struct auth_msg *msg)
 {
@@ -626,8 +648,7 @@ static void auth_handle_message(struct auth_server *server, struct auth_conn *co
 			auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
 		else
 			auth_handle_lookup(server, conn, msg);
-	} else if (client_ip != NULL &&
-		   penalty_is_banned(server->penalties, client_ip, auth_now_ms(), NULL)) {
+	} else if (client_ip != NULL && auth_client_banned(server, client_ip)) {
 		auth_send_result(conn, msg->id, AUTH_RESULT_BANNED, NULL, NULL, 0);
 	} else if (auth_db_refresh(server) < 0) {
 		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);

@@ -14,6 +14,15 @@ int cli_hash_main(int argc, char **argv);
 /* buzon deliver [-c FILE] -u USER [-f SENDER]: delivers stdin; exit codes per sysexits.h */
 int cli_deliver_main(int argc, char **argv);
 
+/* The operator's commands, which ask the running server over its control socket
+ * (admin_cmd.c): buzon who, kick USER|IP, stats, reload, ban list|add|del, each with -c FILE.
+ * Exit 69 when the server is not running, 77 when the caller may not use the socket. */
+int cli_who_main(int argc, char **argv);
+int cli_kick_main(int argc, char **argv);
+int cli_stats_main(int argc, char **argv);
+int cli_reload_main(int argc, char **argv);
+int cli_ban_main(int argc, char **argv);
+
 /* The default config path when -c is not given. */
 #define CLI_DEFAULT_CONFIG "/etc/buzon/buzon.conf"
 

@@ -308,6 +308,7 @@ int cli_deliver_main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	log_init("deliver", config->log_level);
+	log_configure(config);
 	code = deliver_with_config(config, &opts);
 	config_free(&config);
 	return code;

@@ -17,6 +17,11 @@ static const struct cli_command cli_commands[] = {
     {"user", cli_user_main, "add, passwd, del or list users in the passwd-file"},
     {"hash", cli_hash_main, "print a password hash for the passwd-file"},
     {"deliver", cli_deliver_main, "deliver one message from stdin (for an MTA)"},
+    {"who", cli_who_main, "list the running server's sessions"},
+    {"kick", cli_kick_main, "end the sessions of a user or client address"},
+    {"stats", cli_stats_main, "summarise the running server's counters"},
+    {"reload", cli_reload_main, "reload the configuration, users and TLS files"},
+    {"ban", cli_ban_main, "list, add or lift bans of client addresses"},
 };
 
 static void cli_usage(FILE *out)

@@ -113,6 +113,7 @@ static const char *const sandbox_kind_names[] = {
     [SANDBOX_KIND_POP3] = "pop3",
     [SANDBOX_KIND_LMTP] = "lmtp",
     [SANDBOX_KIND_AUTH] = "auth",
+    [SANDBOX_KIND_ADMIN] = "admin",
 };
 
 char *sandbox_mail_root(const char *location)
@@ -295,6 +296,8 @@ static int sandbox_landlock_rules(const struct buzon_config *config, enum sandbo
 	}
 	if (kind == SANDBOX_KIND_AUTH)
 		return sandbox_allow_passwd_dir(config, ruleset_fd, error_r);
+	if (kind == SANDBOX_KIND_ADMIN)
+		return 0; /* no file at all: its sockets and the shared mappings are inherited */
 	uint64_t access = SANDBOX_MAIL_ACCESS & fs_rights;
 	if (sandbox_allow_mail_root(ruleset_fd, config->mail_location, access, error_r) < 0)
 		return -1;
@@ -322,7 +325,7 @@ static int sandbox_landlock(const struct buzon_config *config, enum sandbox_kind
 		*error_r = xasprintf("landlock: cannot read the ABI version: %s", strerror(errno));
 		return -1;
 	}
-	if (abi < 2 && kind != SANDBOX_KIND_AUTH) {
+	if (abi < 2 && (kind == SANDBOX_KIND_POP3 || kind == SANDBOX_KIND_LMTP)) {
 		*degraded_r = "landlock ABI 1 cannot allow moving files between directories, which "
 			      "Maildir needs";
 		return 1;
@@ -377,6 +380,7 @@ struct sandbox_calls {
 static const char *const sandbox_calls_common[] = {
     "read",
     "write",
+    "sendto", /* log lines on the syslog socket connected before the sandbox (core/log.c) */
     "readv",
     "writev",
     "close",
@@ -426,6 +430,10 @@ static const char *const sandbox_calls_pop3[] = {"setsockopt", "setpriority"};
 /* LMTP only: hard links for several recipients, the host name in delivered file names. */
 static const char *const sandbox_calls_lmtp[] = {"link", "linkat", "uname"};
 
+/* Admin only: the peer's credentials on the control socket (SO_PEERCRED), the HTTP server's
+ * shutdown of a finished connection. fcntl() (non-blocking worker channels) has argument rules. */
+static const char *const sandbox_calls_admin[] = {"getsockopt", "shutdown"};
+
 /* Auth only: its poll() loop and the passwd-file reloads. */
 static const char *const sandbox_calls_auth[] = {"poll",   "ppoll",   "recvfrom",
 						 "sendto", "recvmsg", "openat"};
@@ -451,6 +459,9 @@ static const struct sandbox_calls sandbox_calls_by_kind[][5] = {
 			   SANDBOX_CALLS(sandbox_calls_mailbox), SANDBOX_CALLS(sandbox_calls_lmtp)},
     [SANDBOX_KIND_AUTH] = {SANDBOX_CALLS(sandbox_calls_common),
 			   SANDBOX_CALLS(sandbox_calls_threads), SANDBOX_CALLS(sandbox_calls_auth)},
+    [SANDBOX_KIND_ADMIN] = {SANDBOX_CALLS(sandbox_calls_common),
+			    SANDBOX_CALLS(sandbox_calls_event_loop),
+			    SANDBOX_CALLS(sandbox_calls_admin)},
 };
 
 static int sandbox_seccomp_allow_list(scmp_filter_ctx ctx, const struct sandbox_calls *calls)
@@ -486,7 +497,15 @@ static int sandbox_seccomp_arg_rules(scmp_filter_ctx ctx, enum sandbox_kind kind
 	if (ret == 0 && kind != SANDBOX_KIND_AUTH)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				       SCMP_A1(SCMP_CMP_EQ, FIONREAD, 0));
-	if (ret == 0 && kind != SANDBOX_KIND_LMTP) {
+	/* admin: worker channels arrive blocking and are made non-blocking (only the file status
+	 * flags may be read and set) */
+	if (ret == 0 && kind == SANDBOX_KIND_ADMIN)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
+				       SCMP_A1(SCMP_CMP_EQ, F_GETFL, 0));
+	if (ret == 0 && kind == SANDBOX_KIND_ADMIN)
+		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
+				       SCMP_A1(SCMP_CMP_EQ, F_SETFL, 0));
+	if (ret == 0 && (kind == SANDBOX_KIND_POP3 || kind == SANDBOX_KIND_AUTH)) {
 		/* glibc's pthread_create() tries clone3() first, whose flags sit in memory where
 		 * seccomp cannot look: ENOSYS makes it fall back to clone(), whose flags it can */
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);

@@ -12,6 +12,7 @@ enum sandbox_kind {
 	SANDBOX_KIND_LMTP, /* the LMTP process: network, delivery into mailboxes */
 	SANDBOX_KIND_AUTH, /* the auth process: its workers' sockets, the passwd-file (hash threads)
 			    */
+	SANDBOX_KIND_ADMIN, /* the admin process: control socket, metrics HTTP, no files at all */
 };
 
 /* Confines the calling process for the rest of its life, unless [server] sandbox = no.

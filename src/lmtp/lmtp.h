@@ -15,8 +15,10 @@ struct lmtp_worker_setup {
 	int auth_fd; /* SOCK_SEQPACKET connection to the auth process */
 };
 
-/* Runs until SIGTERM/SIGINT; a transaction in progress is abandoned (nothing half-delivered:
- * recipients are only acknowledged after delivery_finish()). Returns the exit status. */
+/* Runs until SIGTERM/SIGINT (stop accepting, let sessions finish for [server] drain_time) or
+ * SIGUSR1 (a reload retires it: the same without a deadline). A transaction still open at the
+ * deadline is abandoned (nothing half-delivered: recipients are only acknowledged after
+ * delivery_finish()). Returns the exit status. */
 int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker_setup *setup);
 
 #endif

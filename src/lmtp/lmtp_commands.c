@@ -7,6 +7,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "lmtp/lmtp_session.h"
 #include "store/store.h"
@@ -474,11 +475,31 @@ static enum lmtp_outcome lmtp_cmd_bdat(struct lmtp_session *session, char *args)
 
 /* ---- the end of the message text ---- */
 
+/* The metrics' name for what became of one recipient's copy. */
+static enum metrics_delivery_result lmtp_delivery_metric(enum delivery_result result)
+{
+	switch (result) {
+	case DELIVERY_OK:
+		return METRICS_DELIVERY_DELIVERED;
+	case DELIVERY_OVER_QUOTA:
+		return METRICS_DELIVERY_OVER_QUOTA;
+	case DELIVERY_PERMFAIL:
+		return METRICS_DELIVERY_PERMFAIL;
+	case DELIVERY_NO_SPACE:
+		return METRICS_DELIVERY_NO_SPACE;
+	case DELIVERY_TEMPFAIL:
+		break;
+	}
+	return METRICS_DELIVERY_TEMPFAIL;
+}
+
 static void lmtp_text_reply_one(struct lmtp_session *session, struct delivery_recipient *d)
 {
 	const char *reason = d->error != NULL ? d->error : "unknown";
 
+	metrics_count_delivery(lmtp_delivery_metric(d->result), session->text_size);
 	if (d->result == DELIVERY_OK) {
+		session->delivered++;
 		log_info("delivered", "session=%s from=%s to=%s user=%s size=%llu", session->id,
 			 log_quote(session->sender), log_quote(d->address), log_quote(d->user),
 			 (unsigned long long)session->text_size);
@@ -510,6 +531,7 @@ static void lmtp_text_reply_too_big(struct lmtp_session *session)
 {
 	for (size_t i = 0; i < session->recipient_count; i++) {
 		struct delivery_recipient *d = &session->delivery_recipients[i];
+		metrics_count_delivery(METRICS_DELIVERY_TOO_BIG, 0);
 		log_info("delivery_failed",
 			 "session=%s from=%s to=%s user=%s size=%llu "
 			 "reason=too_big",
@@ -523,6 +545,8 @@ void lmtp_text_finish(struct lmtp_session *session)
 {
 	size_t count = session->recipient_count;
 
+	session->transactions++;
+	session->recipients_total += (unsigned int)count;
 	if (session->text_too_big) {
 		lmtp_text_reply_too_big(session);
 	} else {

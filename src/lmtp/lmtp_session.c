@@ -37,6 +37,18 @@ void lmtp_reply(struct lmtp_session *session, const char *fmt, ...)
 	evbuffer_add_printf(out, "%s\r\n", text);
 }
 
+static void lmtp_session_count_in(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+				  void *arg)
+{
+	((struct lmtp_session *)arg)->bytes_in += info->n_added;
+}
+
+static void lmtp_session_count_out(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+				   void *arg)
+{
+	((struct lmtp_session *)arg)->bytes_out += info->n_added;
+}
+
 static size_t lmtp_output_len(struct lmtp_session *session)
 {
 	return evbuffer_get_length(bufferevent_get_output(session->bev));
@@ -72,6 +84,9 @@ struct lmtp_session *lmtp_session_create(struct lmtp_server *server, int fd,
 	bufferevent_setwatermark(session->bev, EV_WRITE, LMTP_OUTPUT_THROTTLE / 2, 0);
 	bufferevent_set_timeouts(session->bev, &idle, &idle);
 	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
+	evbuffer_add_cb(bufferevent_get_input(session->bev), lmtp_session_count_in, session);
+	evbuffer_add_cb(bufferevent_get_output(session->bev), lmtp_session_count_out, session);
+	clock_gettime(CLOCK_MONOTONIC, &session->started);
 
 	session->next = server->sessions;
 	if (server->sessions != NULL)
@@ -83,16 +98,35 @@ struct lmtp_session *lmtp_session_create(struct lmtp_server *server, int fd,
 	return session;
 }
 
+/* The one line every LMTP connection ends with. */
+static void lmtp_session_log_end(struct lmtp_session *session, const char *reason)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long ms = (long long)(now.tv_sec - session->started.tv_sec) * 1000 +
+		       (now.tv_nsec - session->started.tv_nsec) / 1000000;
+	log_info("session_end",
+		 "session=%s ip=%s transactions=%u recipients=%u delivered=%u bytes_in=%llu "
+		 "bytes_out=%llu reason=%s duration=%lld.%03lld",
+		 session->id, session->ip, session->transactions, session->recipients_total,
+		 session->delivered, (unsigned long long)session->bytes_in,
+		 (unsigned long long)session->bytes_out,
+		 log_quote(reason != NULL ? reason : "unknown"), ms / 1000, ms % 1000);
+}
+
 void lmtp_session_destroy(struct lmtp_session *session, const char *reason)
 {
 	struct lmtp_server *server = session->server;
 
-	log_debug("disconnect", "session=%s ip=%s reason=%s", session->id, session->ip, reason);
+	lmtp_session_log_end(session, reason);
 	if (session->delivery != NULL)
 		log_info("delivery_abandoned", "session=%s reason=%s", session->id, reason);
 	if (session->auth_request != 0)
 		auth_client_cancel(server->auth, session->auth_request);
 	lmtp_transaction_reset(session);
+	evbuffer_remove_cb(bufferevent_get_input(session->bev), lmtp_session_count_in, session);
+	evbuffer_remove_cb(bufferevent_get_output(session->bev), lmtp_session_count_out, session);
 	bufferevent_free(session->bev);
 	if (session->prev != NULL)
 		session->prev->next = session->next;

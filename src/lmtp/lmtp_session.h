@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "lmtp/delivery.h"
@@ -74,6 +75,13 @@ struct lmtp_session {
 	bool closing;
 	const char *close_reason;
 	unsigned int bad_commands;
+
+	/* for the session_end log line */
+	struct timespec started;       /* CLOCK_MONOTONIC */
+	uint64_t bytes_in, bytes_out;  /* as received and as queued for the client */
+	unsigned int transactions;     /* messages whose text ended (DATA's dot, BDAT LAST) */
+	unsigned int recipients_total; /* their recipients, summed */
+	unsigned int delivered;	       /* of those, the ones answered 250 */
 
 	/* the transaction */
 	bool have_sender;

@@ -22,7 +22,13 @@ struct lmtp_worker {
 	struct evconnlistener **listeners;
 	size_t listener_count;
 	struct event *accept_resume;
+	bool draining;		      /* stopped accepting; exits when the last session ends */
+	struct event *drain_check;    /* polls for that end while draining */
+	struct event *drain_deadline; /* SIGTERM: the sessions left then are closed */
 };
+
+/* How often a draining LMTP process looks whether its last session has ended. */
+#define LMTP_DRAIN_CHECK_MS 100
 
 static void lmtp_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
 			       struct sockaddr *addr, int addr_len, void *arg)
@@ -53,17 +59,51 @@ static void lmtp_worker_accept_error(struct evconnlistener *listener, void *arg)
 	evtimer_add(worker->accept_resume, &pause);
 }
 
-static void lmtp_worker_stop(evutil_socket_t sig, short what, void *arg)
+static void lmtp_worker_drain_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct lmtp_worker *worker = arg;
 
-	log_info("lmtp_stopping", "signal=%d sessions=%u", (int)sig, worker->server.session_count);
-	/* stop accepting first, then drop sessions: nothing unacknowledged is kept */
-	for (size_t i = 0; i < worker->listener_count; i++)
-		evconnlistener_disable(worker->listeners[i]);
+	if (worker->server.session_count == 0)
+		event_base_loopbreak(worker->server.base);
+}
+
+/* The drain time is over: a transaction still open is abandoned, and since recipients are only
+ * acknowledged after their delivery, the MTA keeps the message and retries it. */
+static void lmtp_worker_drain_over(evutil_socket_t fd, short what, void *arg)
+{
+	struct lmtp_worker *worker = arg;
+
+	log_info("lmtp_drain_over", "sessions=%u", worker->server.session_count);
 	while (worker->server.sessions != NULL)
 		lmtp_session_destroy(worker->server.sessions, "shutdown");
 	event_base_loopbreak(worker->server.base);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let the deliveries in progress finish for [server] drain_time.
+ * SIGUSR1 (retired by a reload): the same without a deadline. */
+static void lmtp_worker_stop(evutil_socket_t sig, short what, void *arg)
+{
+	struct lmtp_worker *worker = arg;
+	bool deadline = sig != SIGUSR1;
+
+	log_info(deadline ? "lmtp_stopping" : "lmtp_retiring", "signal=%d sessions=%u", (int)sig,
+		 worker->server.session_count);
+	if (!worker->draining) {
+		struct timeval every = {.tv_usec = LMTP_DRAIN_CHECK_MS * 1000};
+		worker->draining = true;
+		/* the master keeps the listening sockets: what waits in a backlog goes to the
+		 * next LMTP process */
+		for (size_t i = 0; i < worker->listener_count; i++)
+			evconnlistener_free(worker->listeners[i]);
+		worker->listener_count = 0;
+		evtimer_del(worker->accept_resume);
+		event_add(worker->drain_check, &every);
+	}
+	if (deadline && !evtimer_pending(worker->drain_deadline, NULL)) {
+		struct timeval drain = {.tv_sec = worker->server.config->drain_secs};
+		evtimer_add(worker->drain_deadline, &drain);
+	}
+	lmtp_worker_drain_check(-1, 0, worker);
 }
 
 static void lmtp_worker_listen(struct lmtp_worker *worker, const struct lmtp_worker_setup *setup)
@@ -91,18 +131,18 @@ static void lmtp_worker_set_hostname(struct lmtp_server *server)
 }
 
 /* Installs the stop handlers, then lets the signals in: the master forks us with them blocked. */
-static void lmtp_worker_catch_signals(struct lmtp_worker *worker, struct event **sigterm_r,
-				      struct event **sigint_r)
+static void lmtp_worker_catch_signals(struct lmtp_worker *worker, struct event *signals[3])
 {
+	static const int stop_signal_numbers[3] = {SIGTERM, SIGINT, SIGUSR1};
 	sigset_t stop_signals;
 
-	*sigterm_r = evsignal_new(worker->server.base, SIGTERM, lmtp_worker_stop, worker);
-	*sigint_r = evsignal_new(worker->server.base, SIGINT, lmtp_worker_stop, worker);
-	event_add(*sigterm_r, NULL);
-	event_add(*sigint_r, NULL);
 	sigemptyset(&stop_signals);
-	sigaddset(&stop_signals, SIGTERM);
-	sigaddset(&stop_signals, SIGINT);
+	for (size_t i = 0; i < 3; i++) {
+		signals[i] = evsignal_new(worker->server.base, stop_signal_numbers[i],
+					  lmtp_worker_stop, worker);
+		event_add(signals[i], NULL);
+		sigaddset(&stop_signals, stop_signal_numbers[i]);
+	}
 	sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
 }
 
@@ -110,7 +150,7 @@ int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker
 {
 	struct lmtp_worker worker = {.server.config = config};
 	struct event_config *event_config = event_config_new();
-	struct event *sigterm, *sigint;
+	struct event *signals[3];
 
 	/* one thread per loop: no locks needed inside libevent */
 	event_config_set_flag(event_config, EVENT_BASE_FLAG_NOLOCK);
@@ -123,7 +163,10 @@ int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker
 	lmtp_worker_set_hostname(&worker.server);
 	worker.server.auth = auth_client_create(worker.server.base, setup->auth_fd);
 	worker.accept_resume = evtimer_new(worker.server.base, lmtp_worker_accept_resume, &worker);
-	lmtp_worker_catch_signals(&worker, &sigterm, &sigint);
+	worker.drain_check =
+	    event_new(worker.server.base, -1, EV_PERSIST, lmtp_worker_drain_check, &worker);
+	worker.drain_deadline = evtimer_new(worker.server.base, lmtp_worker_drain_over, &worker);
+	lmtp_worker_catch_signals(&worker, signals);
 	lmtp_worker_listen(&worker, setup);
 	char *sandbox_error = NULL;
 	if (sandbox_apply(config, SANDBOX_KIND_LMTP, &sandbox_error) < 0)
@@ -140,8 +183,10 @@ int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker
 	free(worker.listeners);
 	auth_client_destroy(&worker.server.auth);
 	event_free(worker.accept_resume);
-	event_free(sigterm);
-	event_free(sigint);
+	for (size_t i = 0; i < 3; i++)
+		event_free(signals[i]);
+	event_free(worker.drain_check);
+	event_free(worker.drain_deadline);
 	event_base_free(worker.server.base);
 	log_info("lmtp_stopped", "%s", "");
 	return 0;

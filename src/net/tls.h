@@ -53,17 +53,6 @@ void tls_material_clear(struct tls_material *material);
 SSL_CTX *tls_context_new(const struct buzon_config *config, const struct tls_material *material,
 			 char **error_r);
 
-/* Serialises material for the master -> worker reload channel into a newly allocated buffer:
- * "u32 total length, u32 blob count", then each blob as "u32 length, bytes" (little-endian):
- * cert, key, client CA, ticket keys (may be empty), then name, cert, key for each SNI entry. */
-unsigned char *tls_material_pack(const struct tls_material *material, size_t *len_r);
-/* Reads a packed message; returns -1 if anything does not add up. material gets copies. */
-int tls_material_unpack(const unsigned char *buf, size_t len, struct tls_material *material);
-/* The length of a packed message whose first TLS_PACK_HEADER_LEN bytes are header, or 0 if they
- * are not a valid header (so a reader knows how much to wait for). */
-size_t tls_material_packed_len(const unsigned char *header, size_t header_len);
-#define TLS_PACK_HEADER_LEN 8
-
 /* Channel-binding data of an established connection, for SCRAM-*-PLUS. Each returns the length
  * written into out (at most size), or 0 if unavailable. */
 size_t tls_channel_binding_exporter(SSL *ssl, unsigned char *out, size_t size);

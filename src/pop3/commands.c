@@ -11,6 +11,7 @@
 #include "auth/auth_client.h"
 #include "auth/passwd_file.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "pop3/commands.h"
 #include "pop3/parse.h"
@@ -171,6 +172,8 @@ static void pop3_commit_job_done(struct offload_job *job)
 			commit->kind = STORE_ERROR_TEMP;
 		}
 	}
+	if (commit->ret >= 0 && commit->apply)
+		metrics_count_deleted(commit->deleted_count);
 	if (commit->ret < 0)
 		log_error("commit_failed", "session=%s user=%s error=%s", commit->session_id,
 			  log_quote(commit->user),
@@ -393,7 +396,8 @@ static enum pop3_outcome pop3_cmd_rset(struct pop3_session *session,
 }
 
 /* The command table. PASS takes the rest of the line (RFC 1939 §7: spaces may be part of the
- * password), so its argument count is checked by its handler. */
+ * password), so its argument count is checked by its handler. A new command also goes into
+ * metrics_command_names (src/core/metrics.c), or its metrics count as "unknown". */
 static const struct pop3_command pop3_commands[] = {
     {"USER", POP3_STATE_AUTHORIZATION, 1, 1, pop3_cmd_user},
     {"PASS", POP3_STATE_AUTHORIZATION, 0, POP3_MAX_ARGS + 1, pop3_cmd_pass},
@@ -452,7 +456,10 @@ enum pop3_outcome pop3_command_run(struct pop3_session *session, const char *lin
 	struct pop3_command_line cmd;
 	enum pop3_outcome outcome;
 
-	switch (pop3_parse_line(line, &cmd)) {
+	enum pop3_parse_result parsed = pop3_parse_line(line, &cmd);
+	metrics_command_start(&session->command_timer,
+			      parsed == POP3_PARSE_OK ? cmd.keyword : NULL);
+	switch (parsed) {
 	case POP3_PARSE_OK:
 		outcome = pop3_command_dispatch(session, &cmd);
 		break;
@@ -539,6 +546,8 @@ static int pop3_stream_message(struct pop3_session *session)
 			return -1;
 		if (len == 0 || dotstuff_feed(&session->dotstuff, buf, (size_t)len, out)) {
 			dotstuff_finish(&session->dotstuff, out);
+			if (session->stream_is_retr)
+				metrics_count_retrieved();
 			if (session->stream_is_retr && !session->retrieved[session->stream_index]) {
 				session->retrieved[session->stream_index] = true;
 				session->retrieved_count++;

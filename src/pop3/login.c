@@ -12,6 +12,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/offload.h"
 #include "core/util.h"
 #include "net/ip_limit.h"
@@ -74,16 +75,22 @@ static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct 
 		log_warn("mailbox_open_failed", "session=%s user=%s kind=%s error=%s", session->id,
 			 log_quote(user), pop3_store_error_code(job->kind),
 			 log_quote(job->error != NULL ? job->error : "not run"));
-		if (job->kind == STORE_ERROR_IN_USE)
+		if (job->kind == STORE_ERROR_IN_USE) {
+			metrics_count_lock_conflict();
+			metrics_count_login(session->login_mechanism, METRICS_LOGIN_REFUSED);
 			pop3_reply_err(session, "[IN-USE] Mailbox is locked by another session");
-		else
+		} else {
+			metrics_count_login(session->login_mechanism, METRICS_LOGIN_ERROR);
 			pop3_reply_err(session, "%s Cannot open the mailbox",
 				       pop3_store_error_code(job->kind));
+		}
 		return POP3_OUTCOME_OK;
 	}
 	session->box = job->box;
 	job->box = NULL;
 	session->state = POP3_STATE_TRANSACTION;
+	metrics_session_login(session->listener);
+	metrics_count_login(session->login_mechanism, METRICS_LOGIN_OK);
 	pop3_session_set_timeouts(session);
 	session->login_user = xstrdup(user);
 	session->deleted = xcalloc(session->box->count, sizeof(bool));
@@ -134,6 +141,7 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 			      worker->config->max_sessions_per_ip)) {
 		log_warn("login_refused", "session=%s user=%s ip=%s reason=max_sessions_per_ip",
 			 session->id, log_quote(user), session->ip);
+		metrics_count_login(session->login_mechanism, METRICS_LOGIN_REFUSED);
 		pop3_reply_err(session, "[SYS/TEMP] Too many sessions from your address");
 		return POP3_OUTCOME_OK;
 	}
@@ -174,14 +182,17 @@ static void pop3_login_result(struct pop3_session *session, const struct auth_re
 	case AUTH_RESULT_BANNED:
 		log_info("login_refused", "session=%s ip=%s reason=banned", session->id,
 			 session->ip);
+		metrics_count_login(session->login_mechanism, METRICS_LOGIN_REFUSED);
 		pop3_reply_err(session,
 			       "[SYS/TEMP] Too many failed logins from your address, try later");
 		session->close_reason = "banned";
 		pop3_session_resume(session, POP3_OUTCOME_CLOSE);
 		return;
 	case AUTH_RESULT_FAIL:
+		metrics_count_login(session->login_mechanism, METRICS_LOGIN_FAILED);
 		break;
 	default:
+		metrics_count_login(session->login_mechanism, METRICS_LOGIN_ERROR);
 		pop3_reply_err(session,
 			       "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
@@ -242,6 +253,7 @@ static void pop3_pass_answered(void *context, const struct auth_reply *reply)
 		/* USER/PASS has no challenges: an auth process that sends one is broken */
 		auth_client_cancel(session->worker->auth, session->auth_request);
 		session->auth_request = 0;
+		metrics_count_login(session->login_mechanism, METRICS_LOGIN_ERROR);
 		pop3_reply_err(session,
 			       "[SYS/TEMP] Authentication is unavailable, try again later");
 		pop3_session_resume(session, POP3_OUTCOME_OK);
@@ -252,8 +264,10 @@ static void pop3_pass_answered(void *context, const struct auth_reply *reply)
 
 enum pop3_outcome pop3_cmd_pass(struct pop3_session *session, const struct pop3_command_line *cmd)
 {
-	if (!pop3_session_cleartext_allowed(session))
+	if (!pop3_session_cleartext_allowed(session)) {
+		metrics_count_login("USER", METRICS_LOGIN_REFUSED);
 		return pop3_refuse_cleartext(session);
+	}
 	if (session->user == NULL) {
 		pop3_reply_err(session, "Send USER first");
 		return POP3_OUTCOME_BAD;
@@ -440,8 +454,10 @@ enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_
 	if (mech == NULL || !pop3_mech_enabled(session, mech) ||
 	    !pop3_mech_offered(session, mech)) {
 		if (mech != NULL && sasl_mech_is_plaintext(mech) &&
-		    !pop3_session_cleartext_allowed(session))
+		    !pop3_session_cleartext_allowed(session)) {
+			metrics_count_login(sasl_mech_name(mech), METRICS_LOGIN_REFUSED);
 			return pop3_refuse_cleartext(session);
+		}
 		pop3_reply_err(session, "Unsupported authentication mechanism");
 		return POP3_OUTCOME_BAD;
 	}
@@ -465,6 +481,7 @@ enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_
 
 void pop3_sasl_abort(struct pop3_session *session)
 {
+	metrics_count_login(session->login_mechanism, METRICS_LOGIN_ABORTED);
 	auth_client_cancel(session->worker->auth, session->auth_request);
 	session->auth_request = 0;
 	session->sasl_active = false;

@@ -18,6 +18,7 @@
 
 #include "auth/auth_client.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "net/ban_table.h"
 #include "net/ip_limit.h"
@@ -48,6 +49,8 @@ static void pop3_reply_line(struct pop3_session *session, const char *status, co
 	char text[512];
 
 	vsnprintf(text, sizeof(text), fmt, args);
+	if (status[0] == '-')
+		metrics_count_error_reply(text);
 	evbuffer_add_printf(out, "%s%s%s\r\n", status, text[0] != '\0' ? " " : "", text);
 }
 
@@ -124,8 +127,10 @@ static void pop3_session_close_recheck(evutil_socket_t fd, short what, void *arg
  * protocol error, so the connection is just closed (the reason is in the log). */
 static void pop3_refuse(int fd, bool implicit_tls, const char *line)
 {
-	if (!implicit_tls)
+	if (!implicit_tls) {
 		(void)!write(fd, line, strlen(line));
+		metrics_count_error_reply(line);
+	}
 	close(fd);
 }
 
@@ -162,9 +167,46 @@ static bool pop3_session_login_expired(struct pop3_session *session)
 	return true;
 }
 
+static void pop3_session_count_in(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+				  void *arg)
+{
+	struct pop3_session *session = arg;
+
+	session->bytes_in += info->n_added;
+	metrics_count_bytes_received(info->n_added);
+}
+
+static void pop3_session_count_out(struct evbuffer *buffer, const struct evbuffer_cb_info *info,
+				   void *arg)
+{
+	struct pop3_session *session = arg;
+
+	session->bytes_out += info->n_added;
+	metrics_count_bytes_sent(info->n_added);
+}
+
+/* Starts or stops counting the bytes of the session's bufferevent: what the client's bytes add to
+ * its input buffer and what the session queues in its output buffer. That is above TLS, so both
+ * are the protocol's bytes; after STLS the buffers below the TLS filter carry ciphertext, so the
+ * counting moves up to the filter. Bytes queued for a client that then vanishes count as sent. */
+static void pop3_session_count_bytes(struct pop3_session *session, bool count)
+{
+	struct evbuffer *in = bufferevent_get_input(session->bev);
+	struct evbuffer *out = bufferevent_get_output(session->bev);
+
+	if (count) {
+		evbuffer_add_cb(in, pop3_session_count_in, session);
+		evbuffer_add_cb(out, pop3_session_count_out, session);
+	} else {
+		evbuffer_remove_cb(in, pop3_session_count_in, session);
+		evbuffer_remove_cb(out, pop3_session_count_out, session);
+	}
+}
+
 /* Attaches the session's callbacks, limits and timeouts to its (new) bufferevent. */
 static void pop3_session_setup_bev(struct pop3_session *session)
 {
+	pop3_session_count_bytes(session, true);
 	bufferevent_setcb(session->bev, pop3_session_read_cb, pop3_session_write_cb,
 			  pop3_session_event_cb, session);
 	bufferevent_setwatermark(session->bev, EV_READ, 0, POP3_INPUT_HIGH_WATER);
@@ -213,6 +255,7 @@ int pop3_session_start_tls(struct pop3_session *session)
 		pop3_session_close_later(session, "tls_error");
 		return -1;
 	}
+	pop3_session_count_bytes(session, false);
 	session->bev = tls;
 	pop3_session_setup_bev(session);
 	return 0;
@@ -235,11 +278,19 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 					 const struct sockaddr *peer, int peer_len,
 					 bool implicit_tls)
 {
+	return pop3_session_create_proxied(worker, fd, peer, peer_len, NULL, implicit_tls);
+}
+
+struct pop3_session *pop3_session_create_proxied(struct pop3_worker *worker, int fd,
+						 const struct sockaddr *peer, int peer_len,
+						 const struct sockaddr *proxy, bool implicit_tls)
+{
 	const struct buzon_config *config = worker->config;
 	char ip[64];
 
 	listener_format_ip(peer, ip, sizeof(ip));
-	if (worker->session_count >= config->max_connections) {
+	/* connections still sending their PROXY header hold a slot too */
+	if (worker->session_count + worker->proxy_pending_count >= config->max_connections) {
 		log_warn("connection_refused", "ip=%s reason=max_connections", ip);
 		pop3_refuse(fd, implicit_tls,
 			    "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
@@ -268,9 +319,12 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 	session->worker = worker;
 	session->state = POP3_STATE_AUTHORIZATION;
 	session->login_deadline = monotonic_seconds() + (time_t)config->login_timeout_secs;
+	clock_gettime(CLOCK_MONOTONIC, &session->started);
 	session->prelogin_counted = true;
 	memcpy(&session->peer, peer, (size_t)peer_len);
 	memcpy(session->ip, ip, sizeof(ip));
+	if (proxy != NULL)
+		listener_format_ip(proxy, session->proxy_ip, sizeof(session->proxy_ip));
 	snprintf(session->id, sizeof(session->id), "%u.%llu", worker->index,
 		 (unsigned long long)++worker->next_session_number);
 	session->bev = implicit_tls
@@ -291,9 +345,11 @@ struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 		worker->sessions->prev = session;
 	worker->sessions = session;
 	worker->session_count++;
+	session->listener = metrics_listener_of(implicit_tls, proxy != NULL);
+	metrics_session_open(session->listener);
 
-	log_debug("connect", "session=%s ip=%s tls=%s", session->id, session->ip,
-		  implicit_tls ? "yes" : "no");
+	log_debug("connect", "session=%s ip=%s%s%s tls=%s", session->id, session->ip,
+		  proxy != NULL ? " proxy=" : "", session->proxy_ip, implicit_tls ? "yes" : "no");
 	if (config->auth_apop) {
 		/* RFC 1939 §7: a timestamp unique to this greeting, in msg-id form */
 		unsigned char nonce[8];
@@ -333,20 +389,43 @@ static void pop3_session_release_prelogin(struct pop3_session *session)
 	}
 }
 
+/* The one line every session ends with, logged in or not. user and mechanism are empty ("") when
+ * no login succeeded; tls is the protocol version once a handshake completed, else "no". */
+static void pop3_session_log_end(struct pop3_session *session, const char *reason)
+{
+	struct timespec now;
+	bool logged_in = session->login_user != NULL;
+	SSL *ssl = session->tls_announced ? bufferevent_openssl_get_ssl(session->bev) : NULL;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long ms = (long long)(now.tv_sec - session->started.tv_sec) * 1000 +
+		       (now.tv_nsec - session->started.tv_nsec) / 1000000;
+	log_info("session_end",
+		 "session=%s user=%s ip=%s%s%s tls=%s mechanism=%s commands=%u bytes_in=%llu "
+		 "bytes_out=%llu retrieved=%u deleted=%zu reason=%s duration=%lld.%03lld",
+		 session->id, log_quote(logged_in ? session->login_user : ""), session->ip,
+		 session->proxy_ip[0] != '\0' ? " proxy=" : "", session->proxy_ip,
+		 ssl != NULL ? tls_version_name(ssl) : "no",
+		 log_quote(logged_in && session->login_mechanism != NULL ? session->login_mechanism
+									 : ""),
+		 session->commands, (unsigned long long)session->bytes_in,
+		 (unsigned long long)session->bytes_out, session->retrieved_count,
+		 session->committed_deletions, log_quote(reason != NULL ? reason : "unknown"),
+		 ms / 1000, ms % 1000);
+}
+
 void pop3_session_destroy(struct pop3_session *session, const char *reason)
 {
 	struct pop3_worker *worker = session->worker;
 
-	if (session->login_user != NULL)
-		log_info("logout",
-			 "session=%s user=%s ip=%s reason=%s commands=%u retrieved=%u "
-			 "deleted=%zu",
-			 session->id, log_quote(session->login_user), session->ip, reason,
-			 session->commands, session->retrieved_count, session->committed_deletions);
-	else
-		log_debug("disconnect", "session=%s ip=%s reason=%s commands=%u", session->id,
-			  session->ip, reason, session->commands);
-
+	pop3_session_log_end(session, reason);
+	metrics_session_close(session->listener, session->state == POP3_STATE_TRANSACTION);
+	if (session->tls && !session->tls_announced) {
+		/* the version is only known once a session was made from the ClientHello */
+		SSL *ssl = bufferevent_openssl_get_ssl(session->bev);
+		bool agreed = ssl != NULL && SSL_get_session(ssl) != NULL;
+		metrics_count_tls_handshake(false, agreed ? tls_version_name(ssl) : NULL);
+	}
 	pop3_stream_abort(session);
 	if (session->auth_request != 0)
 		auth_client_cancel(worker->auth, session->auth_request);
@@ -365,6 +444,8 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 	free(session->retrieved);
 	free(session->user);
 	free(session->login_user);
+	/* the bufferevent may outlive this call (libevent frees it once its callbacks are done) */
+	pop3_session_count_bytes(session, false);
 	bufferevent_free(session->bev);
 
 	if (session->prev != NULL)
@@ -455,6 +536,9 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 /* Acts on a handler's outcome. Returns false when the session can take no more input now. */
 static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome outcome)
 {
+	/* the reply is queued (a multi-line one's first slice: below), or it never comes */
+	if (outcome != POP3_OUTCOME_WAIT && outcome != POP3_OUTCOME_STREAM)
+		metrics_command_finish(&session->command_timer);
 	switch (outcome) {
 	case POP3_OUTCOME_OK:
 		return true;
@@ -467,13 +551,16 @@ static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome o
 		return true;
 	case POP3_OUTCOME_WAIT:
 		return false;
-	case POP3_OUTCOME_STREAM:
+	case POP3_OUTCOME_STREAM: {
 		/* input waits while a long reply streams; the write callback resumes it */
 		bufferevent_disable(session->bev, EV_READ);
-		if (!pop3_stream_continue(session))
+		bool streamed = pop3_stream_continue(session);
+		metrics_command_finish(&session->command_timer);
+		if (!streamed)
 			return false;
 		bufferevent_enable(session->bev, EV_READ);
 		return true;
+	}
 	case POP3_OUTCOME_CLOSE:
 		pop3_session_close_after_flush(session, session->close_reason);
 		return false;
@@ -584,6 +671,7 @@ static void pop3_session_event_cb(struct bufferevent *bev, short what, void *arg
 			  ssl != NULL ? tls_version_name(ssl) : "?",
 			  ssl != NULL && SSL_session_reused(ssl) ? "yes" : "no");
 		session->tls_announced = true;
+		metrics_count_tls_handshake(true, ssl != NULL ? tls_version_name(ssl) : NULL);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {

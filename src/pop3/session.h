@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/metrics.h"
 #include "core/offload.h"
 #include "pop3/dotstuff.h"
 #include "store/store.h"
@@ -52,10 +53,14 @@ struct pop3_session {
 	struct pop3_session *prev, *next; /* in the worker's list */
 	struct pop3_worker *worker;
 	struct bufferevent *bev;
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer; /* the client: behind a proxy, the one its header names */
 	char ip[64];
+	char proxy_ip[64]; /* the proxy the connection came through, "" when direct */
 	char id[24];
 	enum pop3_state state;
+	/* for the metrics: the kind of listener that accepted it, the command being answered */
+	enum metrics_listener listener;
+	struct metrics_command_timer command_timer;
 	bool prelogin_counted; /* holds a slot in the per-IP pre-login limit */
 	bool session_counted;  /* holds a slot in the per-IP logged-in session limit */
 	bool discarding_line;  /* skipping the rest of an over-long line */
@@ -66,7 +71,12 @@ struct pop3_session {
 	bool tls_announced; /* the TLS handshake completion was logged */
 	unsigned int bad_commands;
 	unsigned int commands;
-	time_t login_deadline; /* CLOCK_MONOTONIC seconds; past it, AUTHORIZATION ends */
+	time_t login_deadline;	 /* CLOCK_MONOTONIC seconds; past it, AUTHORIZATION ends */
+	struct timespec started; /* CLOCK_MONOTONIC, for the session_end log line */
+	/* The protocol's bytes (above TLS), counted as they enter the input buffer and as they are
+	 * queued in the output buffer (pop3_session_count_bytes() in session.c, which feeds the
+	 * metrics from the same callbacks): for the session_end log line. */
+	uint64_t bytes_in, bytes_out;
 
 	char *user; /* from USER, until PASS */
 	char *login_user;
@@ -103,6 +113,12 @@ struct pop3_session {
 struct pop3_session *pop3_session_create(struct pop3_worker *worker, int fd,
 					 const struct sockaddr *peer, int peer_len,
 					 bool implicit_tls);
+/* The same for a connection relayed by a proxy (src/pop3/proxy_accept.c): peer is the client the
+ * PROXY header named (logs, limits, delays and bans apply to it), proxy the connection's own
+ * peer, logged as proxy=. The header has been read off fd already. */
+struct pop3_session *pop3_session_create_proxied(struct pop3_worker *worker, int fd,
+						 const struct sockaddr *peer, int peer_len,
+						 const struct sockaddr *proxy, bool implicit_tls);
 
 /* STLS (RFC 2595): after the +OK has been queued, drops every byte the client already sent (no
  * plaintext may cross into the TLS session) and starts the TLS handshake. Returns -1 if TLS

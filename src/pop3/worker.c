@@ -14,6 +14,7 @@
 #include "core/offload.h"
 #include "core/sandbox.h"
 #include "core/util.h"
+#include "pop3/proxy_accept.h"
 #include "pop3/session.h"
 #include "net/tls.h"
 #include "pop3/worker.h"
@@ -29,6 +30,33 @@ static void pop3_worker_accept_tls(struct evconnlistener *listener, evutil_socke
 				   struct sockaddr *addr, int addr_len, void *arg)
 {
 	(void)pop3_session_create(arg, fd, addr, addr_len, true);
+}
+
+/* Behind a proxy (listen_proxy, listen_tls_proxy): the session starts once the PROXY header
+ * has been read. */
+static void pop3_worker_accept_proxy(struct evconnlistener *listener, evutil_socket_t fd,
+				     struct sockaddr *addr, int addr_len, void *arg)
+{
+	pop3_proxy_accept(arg, fd, addr, addr_len, false);
+}
+
+static void pop3_worker_accept_tls_proxy(struct evconnlistener *listener, evutil_socket_t fd,
+					 struct sockaddr *addr, int addr_len, void *arg)
+{
+	pop3_proxy_accept(arg, fd, addr, addr_len, true);
+}
+
+/* The accept callback of the i-th listening socket, in the order of pop3_worker_setup. */
+static evconnlistener_cb pop3_worker_accept_cb(const struct buzon_config *config, size_t i)
+{
+	if (i < config->listen_count)
+		return pop3_worker_accept;
+	i -= config->listen_count;
+	if (i < config->listen_tls_count)
+		return pop3_worker_accept_tls;
+	i -= config->listen_tls_count;
+	return i < config->listen_proxy_count ? pop3_worker_accept_proxy
+					      : pop3_worker_accept_tls_proxy;
 }
 
 /* How long accepting pauses after accept() fails for lack of descriptors or memory. */
@@ -60,17 +88,59 @@ static void pop3_worker_accept_error(struct evconnlistener *listener, void *arg)
 	evtimer_add(worker->accept_resume, &pause);
 }
 
-static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
+/* How often a draining worker looks whether its last session has ended. */
+#define POP3_DRAIN_CHECK_MS 100
+
+static void pop3_worker_stop_accepting(struct pop3_worker *worker)
+{
+	/* the listening sockets stay open in the master and the other workers: connections
+	 * waiting in their backlog go to those */
+	for (size_t i = 0; i < worker->listener_count; i++)
+		evconnlistener_free(worker->listeners[i]);
+	worker->listener_count = 0;
+	evtimer_del(worker->accept_resume);
+}
+
+static void pop3_worker_drain_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct pop3_worker *worker = arg;
 
-	log_info("worker_stopping", "signal=%d sessions=%u", (int)sig, worker->session_count);
-	/* stop accepting first, then drop sessions: nothing half-done is committed */
-	for (size_t i = 0; i < worker->listener_count; i++)
-		evconnlistener_disable(worker->listeners[i]);
+	if (worker->session_count + worker->proxy_pending_count == 0)
+		event_base_loopbreak(worker->base);
+}
+
+/* The drain time is over: the sessions left end without committing anything half-done. */
+static void pop3_worker_drain_over(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_worker *worker = arg;
+
+	log_info("worker_drain_over", "sessions=%u", worker->session_count);
 	while (worker->sessions != NULL)
 		pop3_session_destroy(worker->sessions, "shutdown");
 	event_base_loopbreak(worker->base);
+}
+
+/* SIGTERM/SIGINT: drain for [server] drain_time. SIGUSR1 (retired by a reload): drain until the
+ * sessions end by themselves (the idle timeout bounds them). A SIGTERM during a SIGUSR1 drain
+ * sets the deadline. */
+static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
+{
+	struct pop3_worker *worker = arg;
+	bool deadline = sig != SIGUSR1;
+
+	log_info(deadline ? "worker_stopping" : "worker_retiring", "signal=%d sessions=%u",
+		 (int)sig, worker->session_count);
+	if (!worker->draining) {
+		struct timeval every = {.tv_usec = POP3_DRAIN_CHECK_MS * 1000};
+		worker->draining = true;
+		pop3_worker_stop_accepting(worker);
+		event_add(worker->drain_check, &every);
+	}
+	if (deadline && !evtimer_pending(worker->drain_deadline, NULL)) {
+		struct timeval drain = {.tv_sec = worker->config->drain_secs};
+		evtimer_add(worker->drain_deadline, &drain);
+	}
+	pop3_worker_drain_check(-1, 0, worker);
 }
 
 static void pop3_worker_tls_start(struct pop3_worker *worker, const struct tls_material *tls)
@@ -84,56 +154,13 @@ static void pop3_worker_tls_start(struct pop3_worker *worker, const struct tls_m
 		fatal("TLS: %s", error); /* the master checked the same material before */
 }
 
-/* New TLS material from the master (SIGHUP): new connections use it, open ones keep theirs. */
-static void pop3_worker_ctl_read(struct bufferevent *bev, void *arg)
-{
-	struct pop3_worker *worker = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	while (evbuffer_get_length(in) >= TLS_PACK_HEADER_LEN) {
-		unsigned char *header = evbuffer_pullup(in, TLS_PACK_HEADER_LEN);
-		size_t need = tls_material_packed_len(header, TLS_PACK_HEADER_LEN);
-		if (need == 0) {
-			log_error("ctl_message_malformed", "%s", "");
-			evbuffer_drain(in, evbuffer_get_length(in));
-			return;
-		}
-		if (evbuffer_get_length(in) < need)
-			return;
-		struct tls_material material;
-		char *error = NULL;
-		int ret = tls_material_unpack(evbuffer_pullup(in, (ssize_t)need), need, &material);
-		evbuffer_drain(in, need);
-		SSL_CTX *ctx = ret == 0 ? tls_context_new(worker->config, &material, &error) : NULL;
-		tls_material_clear(&material);
-		if (ctx == NULL) {
-			log_error("tls_reload_failed", "error=%s keeping=old",
-				  log_quote(error != NULL ? error : "malformed"));
-			free(error);
-			continue;
-		}
-		SSL_CTX_free(worker->tls_ctx); /* open sessions hold their own references */
-		worker->tls_ctx = ctx;
-		log_info("tls_reloaded", "%s", "");
-	}
-}
-
-static void pop3_worker_ctl_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct pop3_worker *worker = arg;
-
-	/* the master is gone: nothing more will come */
-	bufferevent_free(worker->ctl);
-	worker->ctl = NULL;
-}
-
 static void pop3_worker_listen(struct pop3_worker *worker, const struct pop3_worker_setup *setup)
 {
 	worker->listeners = xcalloc(setup->listen_count, sizeof(*worker->listeners));
+	pop3_proxy_start(worker);
 	for (size_t i = 0; i < setup->listen_count; i++) {
-		bool tls = i >= worker->config->listen_count;
 		worker->listeners[i] = evconnlistener_new(
-		    worker->base, tls ? pop3_worker_accept_tls : pop3_worker_accept, worker,
+		    worker->base, pop3_worker_accept_cb(worker->config, i), worker,
 		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, setup->listen_fds[i]);
 		if (worker->listeners[i] == NULL)
 			fatal("evconnlistener_new failed");
@@ -166,6 +193,7 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	if (gethostname(worker.hostname, sizeof(worker.hostname) - 1) < 0)
 		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
+	pop3_worker_admin_attach(&worker, setup->admin_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
 	/* set-up is done: from here on only mailboxes; before the offload threads, which inherit
 	 * the Landlock domain only if they start after it */
@@ -175,20 +203,22 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	worker.offload = offload_pool_new(worker.base, POP3_WORKER_OFFLOAD_THREADS);
 	if (worker.offload == NULL)
 		fatal("cannot start the offload threads: %s", strerror(errno));
-	worker.ctl = bufferevent_socket_new(worker.base, setup->ctl_fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(worker.ctl, pop3_worker_ctl_read, NULL, pop3_worker_ctl_event, &worker);
-	bufferevent_enable(worker.ctl, EV_READ);
 	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);
+	worker.drain_check = event_new(worker.base, -1, EV_PERSIST, pop3_worker_drain_check, &worker);
+	worker.drain_deadline = evtimer_new(worker.base, pop3_worker_drain_over, &worker);
 
 	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
 	struct event *sigint = evsignal_new(worker.base, SIGINT, pop3_worker_stop, &worker);
+	struct event *sigusr1 = evsignal_new(worker.base, SIGUSR1, pop3_worker_stop, &worker);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
+	event_add(sigusr1, NULL);
 	/* the master forks us with the stop signals blocked; our handlers are in place now */
 	sigset_t stop_signals;
 	sigemptyset(&stop_signals);
 	sigaddset(&stop_signals, SIGTERM);
 	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGUSR1);
 	sigprocmask(SIG_UNBLOCK, &stop_signals, NULL);
 
 	pop3_worker_listen(&worker, setup);
@@ -199,17 +229,20 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 
 	while (worker.sessions != NULL)
 		pop3_session_destroy(worker.sessions, "shutdown");
+	pop3_proxy_stop(&worker);
 	/* after the sessions: jobs that outlived them release their maildrops */
 	offload_pool_free(&worker.offload);
 	for (size_t i = 0; i < worker.listener_count; i++)
 		evconnlistener_free(worker.listeners[i]);
 	free(worker.listeners);
 	auth_client_destroy(&worker.auth);
+	pop3_worker_admin_detach(&worker);
 	event_free(worker.accept_resume);
-	if (worker.ctl != NULL)
-		bufferevent_free(worker.ctl);
+	event_free(worker.drain_check);
+	event_free(worker.drain_deadline);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sigusr1);
 	event_base_free(worker.base);
 	SSL_CTX_free(worker.tls_ctx);
 	free(worker.implementation);
