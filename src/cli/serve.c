@@ -1287,6 +1287,7 @@ int cli_serve_main(int argc, char **argv)
 		return 78; /* EX_CONFIG */
 	}
 	log_init("master", master.config->log_level);
+	log_configure(master.config);
 	master.worker_count = master_worker_count(master.config);
 	master_raise_file_limit(master.config);
 	log_info("starting", "version=%s config=%s workers=%u", BUZON_VERSION,

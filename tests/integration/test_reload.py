@@ -12,7 +12,8 @@ import signal
 import socket
 import time
 
-from buzontest import DEMO_PASS, DEMO_USER, Pop3, free_port, make_message, wait_until
+from buzontest import (DEMO_PASS, DEMO_USER, Pop3, free_port, group_processes, make_message,
+                       wait_until)
 
 
 def greeting_of(port):
@@ -23,6 +24,11 @@ def greeting_of(port):
     finally:
         c.close()
     return line
+
+
+def process_names(srv):
+    """Names of the server's processes: buzon-auth, buzon-pop3, buzon-lmtp, buzon-admin, buzon."""
+    return sorted(name for _, name in group_processes(srv.proc.pid))
 
 
 def logged_in_with_mail(srv, count=2):
@@ -41,6 +47,7 @@ def test_sighup_applies_to_new_sessions_and_keeps_open_ones(make_server):
     srv = make_server()
     old = logged_in_with_mail(srv)
     assert old.stat()[0] == 2
+    before = process_names(srv)
     srv.settings["pop3"]["greeting"] = "reloaded greeting"
     srv.write_config()
     os.kill(srv.proc.pid, signal.SIGHUP)
@@ -52,8 +59,10 @@ def test_sighup_applies_to_new_sessions_and_keeps_open_ones(make_server):
     old.quit()
     assert len(srv.files()) == 1
     assert "event=worker_retiring" in srv.stderr_text()
-    # the retiring worker exits once its last session has ended
+    # the retiring worker exits once its last session has ended, and then the old generation's
+    # auth process: the same set of processes as before the reload is left
     assert wait_until(lambda: srv.stderr_text().count("event=worker_stopped") >= 1, 10)
+    assert wait_until(lambda: process_names(srv) == before, 10), (before, process_names(srv))
 
 
 def test_buzon_reload_reports_success(make_server):
@@ -73,15 +82,16 @@ def test_invalid_config_is_refused_and_old_one_keeps_running(make_server):
     srv.start()
     with open(srv.conf, "a") as f:
         f.write("\n[pop3]\nno_such_key = 1\n")
-    # the CLI reads the same file to find the control socket: it names the error (EX_CONFIG)
+    # the CLI still finds the control socket in the broken file; the master refuses the file and
+    # `buzon reload` passes its reason on
     r = reload_via_cli(srv)
-    assert r.returncode == 78, (r.stdout, r.stderr)
+    assert r.returncode == 1, (r.stdout, r.stderr)
     out = (r.stdout + r.stderr).decode()
     assert "no_such_key" in out and srv.conf in out, out
-    # SIGHUP with the same file: the master refuses it, and the log says why
+    assert "event=reload_refused" in srv.stderr_text()
+    # SIGHUP with the same file: refused too, and the log says why
     os.kill(srv.proc.pid, signal.SIGHUP)
-    assert wait_until(lambda: "event=reload_refused" in srv.stderr_text(), 10)
-    assert "no_such_key" in srv.stderr_text()
+    assert wait_until(lambda: srv.stderr_text().count("event=reload_refused") >= 2, 10)
     assert "first generation" in greeting_of(srv.port)
     c = srv.connect()
     c.login()
@@ -186,3 +196,25 @@ def test_sigterm_drains_sessions_then_closes_the_rest(make_server):
     assert len(srv.files("bob")) == 1
     assert "event=worker_drain_over" in srv.stderr_text()
     srv.proc = None
+
+
+def test_reload_switches_the_user_database(make_server):
+    srv = make_server()
+    old = srv.connect()
+    old.login()
+    # a second passwd-file with another user; the reload points [auth] at it
+    first = srv.settings["auth"]["passwd_file"]
+    srv.settings["auth"]["passwd_file"] = first + ".new"
+    srv.add_user("carol", "carolpw")
+    r = reload_via_cli(srv)
+    assert r.returncode == 0, (r.stdout, r.stderr, srv.stderr_text()[-3000:])
+    c = srv.connect()
+    c.login("carol", "carolpw")
+    c.quit()
+    c = srv.connect()
+    c.ok("USER " + DEMO_USER)
+    assert c.cmd("PASS " + DEMO_PASS).startswith("-ERR")
+    c.close()
+    # the session that logged in with the old database is still served
+    assert old.stat() == (0, 0)
+    old.quit()
