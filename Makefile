@@ -67,10 +67,12 @@ bench:
 
 # Mixed POP3 (plain and TLS) and LMTP load for DURATION seconds, then the mail invariants, the exit
 # on SIGTERM and the memory curve; see scripts/soak.py. Prints `soak: N passed, M failed` last.
+# RELOAD_EVERY: a SIGHUP (reload) every so many seconds under the load; 0 for none.
 DURATION ?= 60
+RELOAD_EVERY ?= 10
 .PHONY: soak
 soak: all bench-tools
-	$(PYTHON) scripts/soak.py --build $(BUILD) --duration $(DURATION)
+	$(PYTHON) scripts/soak.py --build $(BUILD) --duration $(DURATION) --reload-every $(RELOAD_EVERY)
 
 check-unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail

@@ -12,7 +12,9 @@ LMTP over TCP. The load, all at once:
     have not seen, as a keep-mail client does) and sessions that RETR and DELE everything, and
     record the deletions of every session whose QUIT got +OK. Every RETR is compared byte for byte
     with what was delivered, and every UIDL must stay attached to one message;
-  - a sampler that reads the PSS of every buzon process every few seconds.
+  - a sampler that reads the PSS of every buzon process every few seconds;
+  - with --reload-every S, a `buzon reload` every S seconds: each reload starts a new generation of
+    children and retires the old one under the load, which must cost no session and no error.
 
 Afterwards the server gets SIGTERM and must exit 0 within 10 s without a sanitizer report, and:
   - ledger users: every acknowledged delivery is in the Maildir exactly once with exactly the
@@ -25,7 +27,8 @@ Afterwards the server gets SIGTERM and must exit 0 within 10 s without a sanitiz
 It prints a summary whose last line is `soak: 1 passed, 0 failed` (or `0 passed, 1 failed`), and
 exits 0 only when it passed.
 
-usage: /usr/bin/python3 scripts/soak.py [--duration S] [--build DIR] [--workers N] [--keep]
+usage: /usr/bin/python3 scripts/soak.py [--duration S] [--build DIR] [--workers N]
+                                        [--reload-every S] [--keep]
   Runs as root (the server drops to nobody, like the tests) or as an ordinary user.
   BUZON_BIN overrides DIR/buzon; the load generator is DIR/bench/loadgen (make bench-tools).
 """
@@ -556,8 +559,22 @@ def load(args, srv, loadgens):
                                 True))
     for t in threads + [sampler]:
         t.start()
+    next_reload = started + args.reload_every if args.reload_every else None
     while time.monotonic() < deadline:
-        time.sleep(min(PROGRESS_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+        wake = min(time.monotonic() + PROGRESS_INTERVAL_S, deadline)
+        if next_reload is not None and next_reload < deadline - 1:
+            wake = min(wake, next_reload)
+        time.sleep(max(0.0, wake - time.monotonic()))
+        if next_reload is not None and time.monotonic() >= next_reload and \
+                time.monotonic() < deadline - 1:
+            args.reloads_sent += 1
+            r = srv.cli("reload", "-c", srv.conf, timeout=30)
+            if r.returncode == 0:
+                args.reloads_done += 1
+            else:
+                ledger.error("buzon reload exited %d: %s" % (
+                    r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace").strip()))
+            next_reload += args.reload_every
         if sampler.samples and time.monotonic() < deadline - 1:
             log("%3.0f s: PSS %.1f MiB, ledger %d transactions, %d sessions, %d errors" % (
                 time.monotonic() - started, sampler.samples[-1][1] / 1024, ledger.transactions,
@@ -631,6 +648,9 @@ def summarize(args, srv, ledger, reports, outputs, sampler, threads):
                 r["latency_ms"]["max"]))
     print("  memory:     PSS of all buzon processes: start %.1f MiB, end %.1f MiB, max %.1f MiB "
           "(%d samples)" % (mem[0] / 1024, mem[-1] / 1024, max(mem) / 1024, len(mem)))
+    print("  reloads:    %d of %d under load (`buzon reload` every %s)" % (
+        args.reloads_done, args.reloads_sent,
+        "%d s" % args.reload_every if args.reload_every else "-: none"))
     print("  server:     %s" % ("exit 0 on SIGTERM, no sanitizer report" if not srv.problems
                                 else "; ".join(p.splitlines()[0] for p in srv.problems)))
     for f in failures:
@@ -648,8 +668,11 @@ def main():
     ap.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
     ap.add_argument("--build", default="build", help="build tree (default build)")
     ap.add_argument("--workers", type=int, default=2, help="POP3 workers (default 2)")
+    ap.add_argument("--reload-every", type=int, default=0,
+                    help="run `buzon reload` every S seconds under the load (default 0: never)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
+    args.reloads_sent = args.reloads_done = 0
     build = os.path.join(REPO, args.build) if not os.path.isabs(args.build) else args.build
     os.environ.setdefault("BUZON_BIN", os.path.join(build, "buzon"))
     args.loadgen = os.path.join(build, "bench", "loadgen")
