@@ -56,7 +56,8 @@ static void check_complete(const uint8_t *data, size_t size, const struct proxy_
 		FUZZ_CHECK(header->command == PROXY_COMMAND_PROXY);
 	} else {
 		FUZZ_CHECK(header->version == 2);
-		FUZZ_CHECK(header->length == PROXY_V2_FIXED_LENGTH + ((size_t)data[14] << 8 | data[15]));
+		FUZZ_CHECK(header->length ==
+			   PROXY_V2_FIXED_LENGTH + ((size_t)data[14] << 8 | data[15]));
 	}
 	if (header->has_addresses) {
 		int family = header->source.ss_family;

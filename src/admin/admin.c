@@ -306,6 +306,15 @@ static void admin_worker_line(struct admin_worker *worker, char *line)
 	}
 }
 
+static bool admin_line_has_controls(const char *line, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			return true;
+	}
+	return false;
+}
+
 static void admin_worker_read(struct bufferevent *bev, void *arg)
 {
 	struct admin_worker *worker = arg;
@@ -325,7 +334,9 @@ static void admin_worker_read(struct bufferevent *bev, void *arg)
 		evbuffer_remove(in, line, (size_t)eol.pos);
 		evbuffer_drain(in, eol_len);
 		line[eol.pos] = '\0';
-		if (memchr(line, '\0', (size_t)eol.pos) != NULL)
+		/* no NUL, and nothing that would reach an operator's terminal as a control sequence
+		 */
+		if (admin_line_has_controls(line, (size_t)eol.pos))
 			break;
 		admin_worker_line(worker, line);
 	}
@@ -725,11 +736,9 @@ static void admin_client_read(struct bufferevent *bev, void *arg)
 	/* one request per connection: whatever follows is not read */
 	bufferevent_disable(bev, EV_READ);
 	evtimer_del(client->timer);
-	for (size_t i = 0; i < len; i++) {
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) {
-			admin_client_finish(client, "ERR control characters in the request");
-			return;
-		}
+	if (admin_line_has_controls(line, len)) {
+		admin_client_finish(client, "ERR control characters in the request");
+		return;
 	}
 	admin_client_request(client, line);
 }
@@ -864,9 +873,16 @@ static void admin_http_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	struct evbuffer *body = evbuffer_new();
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
 	metrics_render(admin->setup->metrics, body);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-			  "text/plain; version=0.0.4");
+	evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* libevent 2.1 would send the body after the headers of a HEAD reply too */
+		char length[STR_U64_DIGITS_MAX + 1];
+		snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(headers, "Content-Length", length);
+		evbuffer_drain(body, evbuffer_get_length(body));
+	}
 	evhttp_send_reply(req, HTTP_OK, "OK", body);
 	evbuffer_free(body);
 }

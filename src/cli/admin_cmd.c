@@ -111,6 +111,23 @@ static int admin_cli_connect(const char *path, int *status_r)
 	return -1;
 }
 
+/* Sends the request line. MSG_NOSIGNAL: a server that refuses the connection (the peer check)
+ * closes it at once, which must end in its ERR line, not in SIGPIPE. Returns -1 with errno. */
+static int admin_cli_send(int fd, const char *line)
+{
+	size_t len = strlen(line), done = 0;
+
+	while (done < len) {
+		ssize_t n = send(fd, line + done, len - done, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 /* Splits the answer's text into lines; returns -1 if it does not end with a final line. */
 static int admin_answer_parse(char *text, struct admin_answer *answer)
 {
@@ -123,6 +140,11 @@ static int admin_answer_parse(char *text, struct admin_answer *answer)
 		*end = '\0';
 		if (answer->final != NULL)
 			return -1; /* nothing may follow the final line */
+		for (const char *p = line; *p != '\0'; p++) {
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return -1; /* nothing for the terminal to take as a control sequence
+					    */
+		}
 		if (strncmp(line, "* ", 2) == 0) {
 			if (answer->count == alloc) {
 				alloc = alloc == 0 ? 64 : alloc * 2;
@@ -235,7 +257,7 @@ static int admin_cli_ask(const char *config_path, const char *request, unsigned 
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
 	char *line = xasprintf("%s\n", request);
 	char *text = NULL;
-	if (write_full(fd, line, strlen(line)) < 0 && errno != EPIPE) {
+	if (admin_cli_send(fd, line) < 0 && errno != EPIPE && errno != ECONNRESET) {
 		fprintf(stderr, "buzon: cannot send to %s: %s\n", socket_path, strerror(errno));
 		status = EX_UNAVAILABLE;
 	} else {

@@ -25,6 +25,9 @@
 /* The longest prefix put before the fields: '{"ts":"2024-01-31T23:59:59.999Z",' or
  * "<191>buzon[4194304]: {". */
 #define LOG_PREFIX_MAX 64
+/* Event names are short constants; a longer one is cut in JSON, so that the fixed fields always
+ * fit the line (a role is at most 31 octets). */
+#define LOG_EVENT_MAX 64
 /* After the fields: "}\n". */
 #define LOG_SUFFIX_MAX	2
 #define LOG_SYSLOG_PATH "/dev/log"
@@ -43,8 +46,16 @@ static int log_syslog_facility = LOG_MAIL;
 
 void log_init(const char *role, enum log_level min_level)
 {
+	struct tm tm;
+	time_t now = time(NULL);
+
 	log_set_role(role);
 	log_min_level = min_level;
+	/* glibc's first gmtime_r() reads /etc/localtime (tzset), which a sandboxed child may not
+	 * open (seccomp kills the admin process for it). Done here, the children inherit the
+	 * loaded state through fork, also when every line goes to syslog and the first time stamp
+	 * is only needed for a line syslog did not take. */
+	gmtime_r(&now, &tm);
 }
 
 void log_set_role(const char *role)
@@ -187,7 +198,7 @@ struct log_out {
 
 static void log_out_put(struct log_out *out, const void *bytes, size_t len)
 {
-	if (out->full || len > out->cap - out->len) {
+	if (out->full || out->len > out->cap || len > out->cap - out->len) {
 		out->full = true;
 		return;
 	}
@@ -341,7 +352,7 @@ static size_t log_fields(char *fields, size_t cap, enum log_level level, const c
 	log_out_puts(&out, "\",\"proc\":");
 	log_json_string(&out, log_role, strlen(log_role));
 	log_out_puts(&out, ",\"event\":");
-	log_json_string(&out, event, strlen(event));
+	log_json_string(&out, event, strnlen(event, LOG_EVENT_MAX));
 	log_json_pairs(&out, pairs, sizeof(",\"truncated\":\"yes\"") - 1);
 	return out.len;
 }
@@ -359,8 +370,8 @@ static bool log_send_syslog(enum log_level level, char *fields, size_t len)
 	memcpy(fields - prefix_len, prefix, (size_t)prefix_len);
 	if (json)
 		fields[len++] = '}';
-	/* MSG_DONTWAIT although the socket is non-blocking already: a caller's fd flags never
-	 * decide whether a log line can stall the process */
+	/* MSG_DONTWAIT: never wait for the daemon, whatever the flags of the socket's open file
+	 * (shared with every process that inherited it) say */
 	return send(log_syslog_fd, fields - prefix_len, (size_t)prefix_len + len,
 		    MSG_DONTWAIT | MSG_NOSIGNAL) >= 0;
 }

@@ -36,6 +36,9 @@ void log_init(const char *role, enum log_level min_level);
  * killed). If the syslog daemon makes a new socket (a restart without systemd's socket
  * activation), `buzon reload` connects the master and the new children again.
  *
+ * Call it while the process has one thread (the master at start and on reload): it swaps the
+ * socket under the other threads' feet otherwise.
+ *
  * Test hook, inert unless set in the environment: BUZON_SYSLOG_SOCKET=PATH replaces /dev/log, so
  * that a test can bind its own datagram socket and read the lines. */
 void log_configure(const struct buzon_config *config);

@@ -485,7 +485,7 @@ static const struct metrics_family metrics_families[] = {
      0},
     {"buzon_pop3_command_duration_seconds",
      "Time from a POP3 command line being parsed to its reply being queued (multi-line replies: "
-     "the status line and first slice; logins and QUIT include auth, delay and mailbox work).",
+     "the status line and the first 64 KiB; logins and QUIT include auth, delay and mailbox work).",
      METRICS_HISTOGRAM,
      MV_COMMAND_BUCKETS,
      {&metrics_label_command, NULL},

@@ -92,7 +92,8 @@ void metrics_count_login(const char *mechanism, enum metrics_login_result result
 
 /* The latency of one POP3 command, kept in its session: from the command line being parsed to
  * its reply being queued for the client. For a multi-line reply (RETR, TOP, LIST, UIDL) that is
- * the status line and the first slice of the body (up to 64 KiB), not the whole transfer; for
+ * the status line and as much of the body as fills the output buffer (POP3_OUTPUT_THROTTLE, 64
+ * KiB), not the whole transfer; for
  * commands that wait (PASS, APOP, AUTH, QUIT in TRANSACTION) it includes the auth process's
  * answer, the failed-login delay and the mailbox open or commit. */
 struct metrics_command_timer {

@@ -120,9 +120,8 @@ static void pop3_session_close_recheck(evutil_socket_t fd, short what, void *arg
 	(void)pop3_session_finish_close(arg);
 }
 
-/* Refuses a connection before a session exists: one line, then close. The socket is fresh, so a
- * short line fits in its send buffer. */
-/* Refuses a connection before any session exists. On an implicit-TLS port the client's first
+/* Refuses a connection before any session exists: one line, then close (the socket is fresh, so a
+ * short line fits in its send buffer). On an implicit-TLS port the client's first
  * bytes are a TLS ClientHello and it expects TLS back: a plaintext line would only read as a
  * protocol error, so the connection is just closed (the reason is in the log). */
 static void pop3_refuse(int fd, bool implicit_tls, const char *line)
@@ -536,7 +535,7 @@ static int pop3_session_read_line(struct pop3_session *session, char *buf)
 /* Acts on a handler's outcome. Returns false when the session can take no more input now. */
 static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome outcome)
 {
-	/* the reply is queued (a multi-line one's first slice: below), or it never comes */
+	/* the reply is queued (a multi-line one's first 64 KiB: below), or it never comes */
 	if (outcome != POP3_OUTCOME_WAIT && outcome != POP3_OUTCOME_STREAM)
 		metrics_command_finish(&session->command_timer);
 	switch (outcome) {

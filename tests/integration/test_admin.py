@@ -235,10 +235,10 @@ def test_ban_add_list_del(make_server):
 
 def test_ban_del_lifts_an_auth_ban(make_server):
     srv = make_server(settings={"auth": {"ban_failures": "2", "ban_time": "10m"}})
-    for _ in range(2):
+    for attempt in range(2):
         c = srv.connect()
         c.ok("USER demo")
-        c.err("PASS wrong")
+        c.err("PASS wrong%d" % attempt)  # a repeated wrong password counts once
         c.close()
     c = wait_until(lambda: (lambda p: p if p.greeting.startswith("-ERR") else p.close())(srv.connect()), 5)
     assert c, "the auth process did not ban 127.0.0.1"

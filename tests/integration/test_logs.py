@@ -195,10 +195,12 @@ def parse_datagram(data, log_format):
     return int(m.group(1)), int(m.group(2)), fields
 
 
-def stderr_session_ends(text, log_format):
+def stderr_demo_session_ends(text, log_format):
+    """The session_end lines of demo's sessions on stderr (with their time stamp)."""
     if log_format == "json":
-        return [o for o in json_lines(text) if o["event"] == "session_end"]
-    return re.findall(r"^ts=\S+ level=info proc=pop3/0 event=session_end .*$", text, re.M)
+        return [o for o in json_lines(text) if o["event"] == "session_end" and o["user"] == DEMO_USER]
+    return re.findall(r"^ts=\S+ level=info proc=pop3/0 event=session_end .* user=demo .*$", text,
+                      re.M)
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -209,10 +211,11 @@ def test_syslog_output(make_server, monkeypatch, log_format):
     monkeypatch.setenv("BUZON_SYSLOG_SOCKET", syslog.path)
     try:
         srv.start()
-        # once the start-up lines are in, a session's few lines fit the queue whatever the load
-        assert wait_until(lambda: any("event=auth_started" in d or '"auth_started"' in d
-                                      for d in syslog.datagrams), 5), syslog.datagrams
-        time.sleep(0.1)
+        # once the start-up burst is over, a session's few lines fit the queue whatever the load
+        assert wait_until(lambda: re.search(r'event=auth_started|"event":"auth_started"',
+                                            "\n".join(syslog.datagrams) + srv.stderr_text()), 5), \
+            (syslog.datagrams, srv.stderr_text())
+        time.sleep(0.2)
         c = srv.login()
         c.quit()
         c.close()
@@ -222,20 +225,22 @@ def test_syslog_output(make_server, monkeypatch, log_format):
         parsed = [parse_datagram(d, log_format) for d in list(syslog.datagrams)]
         for pri, pid, fields in parsed:
             assert pri == MAIL_FACILITY * 8 + SEVERITY[fields["level"]], (pri, fields)
-        assert {f["level"] for _, _, f in parsed} >= {"debug", "info", "warn"}, parsed
+        assert {f["level"] for _, _, f in parsed} >= {"debug", "info"}, parsed
         pids = {}
         for _, pid, f in parsed:
             pids.setdefault(f["proc"], set()).add(pid)
+        # one pid per process, each its own (the master's first lines precede every child)
         assert pids["master"] == {srv.proc.pid}, pids
-        assert len(pids["pop3/0"]) == 1 and len(pids["auth"]) == 1, pids
-        assert len(pids["master"] | pids["pop3/0"] | pids["auth"]) == 3, pids
+        assert all(len(p) == 1 for p in pids.values()), pids
+        assert len(set.union(*pids.values())) == len(pids), pids
         # the worker's session lines were sent from inside its sandbox
         worker_events = [f["event"] for _, _, f in parsed if f["proc"] == "pop3/0"]
         assert worker_events[-3:] == ["connect", "login", "session_end"], worker_events
         everything = "\n".join(syslog.datagrams) + srv.stderr_text()
         assert re.search(r'proc=pop3/0 event=sandbox |"proc":"pop3/0","event":"sandbox"',
                          everything), everything
-        assert not stderr_session_ends(srv.stderr_text(), log_format), srv.stderr_text()
+        # (start-up lines may have gone to stderr: the queue is short and this reader may lag)
+        assert not stderr_demo_session_ends(srv.stderr_text(), log_format), srv.stderr_text()
 
         # the syslog daemon goes away: lines go to stderr with their time stamp, and the
         # sandboxed worker (which may not reconnect) serves on
@@ -243,8 +248,8 @@ def test_syslog_output(make_server, monkeypatch, log_format):
         c = srv.login()
         c.quit()
         c.close()
-        assert wait_until(lambda: stderr_session_ends(srv.stderr_text(), log_format), 5), \
-            srv.stderr_text()
+        assert wait_until(lambda: len(stderr_demo_session_ends(srv.stderr_text(), log_format)) == 1,
+                          5), srv.stderr_text()
     finally:
         syslog.close()
     srv.stop()

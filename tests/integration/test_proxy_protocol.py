@@ -4,12 +4,11 @@ work; malformed, truncated, oversized and late headers are refused without a gre
 from outside proxy_trusted are refused."""
 
 import socket
-import ssl
 import struct
 import threading
 import time
 
-from buzontest import DEMO_PASS, DEMO_USER, IO_TIMEOUT, Closed, free_port, wait_until
+from buzontest import DEMO_PASS, DEMO_USER, IO_TIMEOUT, free_port, wait_until
 from tlstest import SERVER_NAME, TPop3, client_context, tls_server
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -297,6 +296,18 @@ def test_pending_headers_count_against_max_connections(make_server):
         s.close()
     assert wait_until(lambda: not refused(), timeout=3)
     assert "proxy_header_invalid" not in srv.stderr_text()
+    # a stop does not wait for a header that is still coming: the drain (1 s here) ends, the
+    # connection is closed, and the worker exits cleanly (stop() checks the exit and sanitizers)
+    partial = socket.create_connection(("127.0.0.1", srv.proxy_port), timeout=5)
+    partial.sendall(b"PROXY TCP4 ")
+    held = srv.connect()
+    assert wait_until(refused, timeout=3), "a half-received header took no slot"
+    t0 = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - t0 < 5
+    assert_closed_without_greeting(partial)
+    partial.close()
+    held.close()
 
 
 def test_untrusted_proxy_is_refused(make_server):
@@ -309,5 +320,20 @@ def test_untrusted_proxy_is_refused(make_server):
     assert "192.0.2.77" not in srv.stderr_text()
     # the plain listener is unaffected
     c = srv.login()
+    c.quit()
+    c.close()
+
+
+def test_cleartext_policy_judges_the_client(make_server):
+    # the default `cleartext = loopback`: a proxied remote client may not send a password in the
+    # clear, even though the connection itself comes from this machine
+    port = free_port()
+    srv = make_server(settings={"pop3": {"listen_proxy": "127.0.0.1:%d" % port,
+                                         "proxy_trusted": "127.0.0.1"}})
+    c = ProxiedPop3(port, v1_header("192.0.2.90"))
+    assert c.cmd("USER " + DEMO_USER).startswith("-ERR"), "cleartext USER accepted from a remote client"
+    c.close()
+    c = ProxiedPop3(port, b"PROXY UNKNOWN\r\n")  # the proxy's own connection: loopback
+    c.login()
     c.quit()
     c.close()

@@ -389,8 +389,8 @@ static char *client_read_all(int fd)
 	for (;;) {
 		wait_readable(fd);
 		ssize_t n = read(fd, text + len, alloc - len - 1);
-		/* closed with some of what this side sent unread: the kernel reports a reset once the
-		 * answer has been read */
+		/* closed with some of what this side sent unread: the kernel reports a reset once
+		 * the answer has been read */
 		if (n == 0 || (n < 0 && errno == ECONNRESET && len > 0))
 			break;
 		assert_true(n > 0);
@@ -498,20 +498,60 @@ static void test_who_and_kick(void **state)
 	free(answer);
 }
 
+/* Hands the admin process a new worker channel in place of the fixture's. */
+static void fixture_new_worker(struct admin_fixture *fx, pid_t pid)
+{
+	int pair[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+	assert_int_equal(admin_send_worker_channel(fx->master_fd, 0, 2, pid, pair[1]), 0);
+	close(pair[1]);
+	if (fx->worker_fd >= 0)
+		close(fx->worker_fd);
+	fx->worker_fd = pair[0];
+}
+
+/* Asserts that the admin process has closed the fixture's worker channel. */
+static void assert_worker_dropped(struct admin_fixture *fx)
+{
+	char buf[16];
+
+	wait_readable(fx->worker_fd);
+	assert_int_equal(read(fx->worker_fd, buf, sizeof(buf)), 0);
+}
+
 static void test_broken_worker_is_dropped(void **state)
 {
 	struct admin_fixture *fx = *state;
 	char garbage[ADMIN_WORKER_LINE_MAX + 100];
-	char buf[16];
+	char line[4096], token[ADMIN_TOKEN_MAX + 1];
 
 	/* a line longer than any answer: the admin process closes that channel */
 	memset(garbage, 'x', sizeof(garbage));
 	assert_int_equal(write_full(fx->worker_fd, garbage, sizeof(garbage)), 0);
-	wait_readable(fx->worker_fd);
-	assert_int_equal(read(fx->worker_fd, buf, sizeof(buf)), 0);
+	assert_worker_dropped(fx);
 	char *answer = ask(fx, "WHO");
 	assert_string_equal(answer, "OK sessions=0 workers=0 unanswered=0\n");
 	free(answer);
+
+	/* a terminal escape in an answer (a compromised worker) never reaches the operator */
+	fixture_new_worker(fx, 5678);
+	int client = client_send(fx, "WHO\n", 4);
+	worker_read_request(fx, line, sizeof(line), token);
+	worker_write(fx, "%s S \x1b]2;owned\x07 127.0.0.1 auth 1 0 0 no 0.1\n%s END 1\n", token,
+		     token);
+	answer = client_read_all(client);
+	assert_string_equal(answer, "OK sessions=0 workers=1 unanswered=1\n");
+	free(answer);
+	assert_worker_dropped(fx);
+
+	/* the same worker again (a master that repeats itself): one reader per channel */
+	fixture_new_worker(fx, 9012);
+	int first = fx->worker_fd;
+	fx->worker_fd = -1; /* kept open, so that it is still known when the repeat comes */
+	fixture_new_worker(fx, 9012);
+	assert_worker_dropped(fx);
+	close(first);
 }
 
 static void test_reload_through_the_master(void **state)

@@ -624,7 +624,7 @@ static void test_calls_without_a_slot_do_nothing(void **state)
 /* Release cycles of the race test, and the pause between them: a real master releases a slot
  * when a child exits, rarely; one that released without pause would leave a reader no window
  * between releases (the renderer retries a bounded number of times, then takes what it read). */
-#define RACE_CYCLES   20000
+#define RACE_CYCLES   10000
 #define RACE_PAUSE_NS 10000
 
 /* Waits without a system call, like the master between two reaped children (only shorter). */

@@ -353,8 +353,10 @@ static void test_v2_tlvs(void **state)
 	/* a TLV must fit the announced length exactly */
 	len = build_v2(buf, 0x21, 0x11, payload, sizeof(inet_block) + 2);
 	parse_bad_len(buf, len, "TLV cut short");
-	memcpy(payload + sizeof(inet_block), "\x05\x00\x10" "abc", 6); /* says 16, has 3 */
-	len = build_v2(buf, 0x21, 0x11, payload, sizeof(inet_block) + 6);
+	static const unsigned char overrun[] = {0x05, 0x00, 0x10,
+						'a',  'b',  'c'}; /* says 16, has 3 */
+	memcpy(payload + sizeof(inet_block), overrun, sizeof(overrun));
+	len = build_v2(buf, 0x21, 0x11, payload, sizeof(inet_block) + sizeof(overrun));
 	parse_bad_len(buf, len, "TLV longer");
 }
 
