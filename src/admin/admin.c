@@ -55,6 +55,8 @@
 #define ADMIN_RETIRE_MAX_SECS (ADMIN_RELOAD_TIMEOUT_SECS + 5)
 /* The longest ban `buzon ban add` takes: ten years. */
 #define ADMIN_BAN_MAX_SECS (3650U * 86400U)
+/* How long accepting on the control socket pauses after accept() fails (out of descriptors). */
+#define ADMIN_ACCEPT_PAUSE_MS 100
 /* HTTP: /metrics requests are small GETs from a scraper. */
 #define ADMIN_HTTP_HEADERS_MAX	8192
 #define ADMIN_HTTP_TIMEOUT_SECS 10
@@ -132,6 +134,7 @@ struct admin {
 	unsigned int reload_count;
 	bool retiring;
 	struct event *retire_deadline;
+	struct event *accept_resume; /* re-enables the control listener after an accept error */
 };
 
 static void admin_client_free(struct admin_client *client);
@@ -851,11 +854,25 @@ static void admin_control_accept(struct evconnlistener *listener, evutil_socket_
 	admin->client_count++;
 }
 
+static void admin_control_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *admin = arg;
+
+	if (admin->control != NULL)
+		evconnlistener_enable(admin->control);
+}
+
 static void admin_control_error(struct evconnlistener *listener, void *arg)
 {
-	/* out of descriptors: the connection waits in the backlog until a client closes */
+	struct admin *admin = arg;
+	struct timeval pause = {.tv_usec = ADMIN_ACCEPT_PAUSE_MS * 1000};
+
+	/* out of descriptors: the connection stays in the backlog and the socket readable, so
+	 * pause rather than spin on accept() errors */
 	log_error("control_accept_failed", "error=%s",
 		  log_quote(evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR())));
+	evconnlistener_disable(listener);
+	evtimer_add(admin->accept_resume, &pause);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -983,6 +1000,7 @@ static void admin_free(struct admin *admin)
 	if (admin->master_event != NULL)
 		event_free(admin->master_event);
 	event_free(admin->retire_deadline);
+	event_free(admin->accept_resume);
 }
 
 int admin_main(const struct buzon_config *config, const struct admin_setup *setup)
@@ -1013,6 +1031,7 @@ int admin_main(const struct buzon_config *config, const struct admin_setup *setu
 				       admin_master_read, &admin);
 	event_add(admin.master_event, NULL);
 	admin.retire_deadline = evtimer_new(admin.base, admin_retire_over, &admin);
+	admin.accept_resume = evtimer_new(admin.base, admin_control_resume, &admin);
 	sigemptyset(&unblock);
 	for (size_t i = 0; i < ARRAY_SIZE(stop_signals); i++) {
 		signal_events[i] = evsignal_new(admin.base, stop_signals[i], admin_signal, &admin);

@@ -1012,6 +1012,7 @@ static int master_reload(struct master *master, char **error_r)
 	master->config = fresh;
 	master->worker_count = worker_count;
 	log_set_level(fresh->log_level);
+	log_configure(fresh); /* format and syslog, for the master and the new children */
 	master->generation++;
 	char *spawn_error = NULL;
 	if (master_spawn_generation(master, &spawn_error) < 0) {

@@ -505,6 +505,17 @@ static int sandbox_seccomp_arg_rules(scmp_filter_ctx ctx, enum sandbox_kind kind
 	if (ret == 0 && kind == SANDBOX_KIND_ADMIN)
 		ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
 				       SCMP_A1(SCMP_CMP_EQ, F_SETFL, 0));
+	/* admin: opening a file fails instead of killing (Landlock refuses it too). It never opens
+	 * one, but a library that tries on a rare path (glibc's time zone, locale or iconv files)
+	 * then gets an error it handles, rather than taking the control socket down. */
+	static const char *const opens[] = {"openat", "open"};
+	for (size_t i = 0;
+	     i < ARRAY_SIZE(opens) && ret == 0 && kind == SANDBOX_KIND_ADMIN && !SANDBOX_SANITIZER;
+	     i++) {
+		int nr = seccomp_syscall_resolve_name(opens[i]);
+		if (nr != __NR_SCMP_ERROR) /* no open() on some architectures */
+			ret = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 0);
+	}
 	if (ret == 0 && (kind == SANDBOX_KIND_POP3 || kind == SANDBOX_KIND_AUTH)) {
 		/* glibc's pthread_create() tries clone3() first, whose flags sit in memory where
 		 * seccomp cannot look: ENOSYS makes it fall back to clone(), whose flags it can */

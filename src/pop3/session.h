@@ -98,7 +98,6 @@ struct pop3_session {
 	uint64_t deleted_size;
 	size_t committed_deletions; /* removed by a successful QUIT, for the log */
 	unsigned int retrieved_count;
-	uint64_t bytes_sent_at_login;
 
 	enum pop3_stream_kind stream;
 	size_t stream_pos; /* LIST/UIDL: next message index */
