@@ -37,7 +37,8 @@ def status_field(pid, name):
 
 
 def role_of(pid):
-    """The master names its children (prctl PR_SET_NAME): buzon-auth, buzon-pop3, buzon-lmtp."""
+    """The master names its children (prctl PR_SET_NAME): buzon-auth, buzon-pop3, buzon-lmtp,
+    buzon-admin."""
     with open("/proc/%d/comm" % pid) as f:
         return f.read().strip().replace("buzon-", "")
 
@@ -63,11 +64,12 @@ def test_root_with_unknown_user_is_refused(make_server):
 def test_children_drop_to_server_user(server):
     nobody = pwd.getpwnam(server.run_as).pw_uid
     master = server.proc.pid
-    kids = wait_until(lambda: len(children_of(master)) >= 2 and children_of(master), 5)
-    assert kids and len(kids) == 2, kids  # one worker (workers = 1) and the auth process
+    kids = wait_until(lambda: len(children_of(master)) >= 3 and children_of(master), 5)
+    # one worker (workers = 1), the auth process and the admin process
+    assert kids and len(kids) == 3, kids
     assert status_field(master, "Uid")[0] == "0"  # the master keeps root to restart children
     # the auth process starts its hashing threads after making its dummy hash
-    roles = wait_until(lambda: sorted(role_of(k) for k in kids) == ["auth", "pop3"], 5)
+    roles = wait_until(lambda: sorted(role_of(k) for k in kids) == ["admin", "auth", "pop3"], 5)
     assert roles, sorted(role_of(k) for k in kids)
     for k in kids:
         uids = status_field(k, "Uid")
@@ -83,19 +85,22 @@ def test_ordinary_user_runs_as_itself(make_server):
     """Started by an ordinary user (no [server] user needed), every process is that user."""
     srv = make_server(settings={"server": {"user": None}}, start=False)
     nobody = pwd.getpwnam(srv.run_as)
+    # the control socket goes where that user may create it (the test directory is root's)
+    srv.settings["server"]["control_socket"] = os.path.join(srv.base, "mail", "control.sock")
+    srv.write_config()
     proc = subprocess.Popen(
         ["setpriv", "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid, "--clear-groups",
          srv.bin, "serve", "-c", srv.conf],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True)
     try:
-        kids = wait_until(lambda: len(children_of(proc.pid)) >= 2 and children_of(proc.pid), 5)
+        kids = wait_until(lambda: len(children_of(proc.pid)) >= 3 and children_of(proc.pid), 5)
         assert kids, "no children started"
         for pid in [proc.pid] + kids:
             assert int(status_field(pid, "Uid")[0]) == nobody.pw_uid
         srv.proc = proc
         srv.wait_ready()
-        assert wait_until(lambda: sorted(role_of(k) for k in kids) == ["auth", "pop3"], 5)
+        assert wait_until(lambda: sorted(role_of(k) for k in kids) == ["admin", "auth", "pop3"], 5)
         # the auth process is not dumpable (its /proc files turn root's), so a worker of the
         # same user cannot ptrace it or read its memory; the worker is an ordinary process
         for pid in kids:

@@ -66,7 +66,7 @@ def test_sni_picks_the_certificate(make_server):
 def test_sni_survives_reload(make_server):
     srv = sni_server(make_server)
     os.kill(srv.proc.pid, signal.SIGHUP)
-    assert wait_until(lambda: "event=tls_reloaded" in srv.stderr_text(), 5)
+    assert wait_until(lambda: "event=reloaded" in srv.stderr_text(), 5)
     assert served_names(srv, "other.test") == ["other.test"]
     assert served_names(srv, "a.wild.test") == ["*.wild.test"]
 

@@ -38,7 +38,7 @@ def test_tickets_survive_reload(make_server):
             s.recv(512)
             session = s.session
     os.kill(srv.proc.pid, signal.SIGHUP)
-    assert wait_until(lambda: "event=tls_reloaded" in srv.stderr_text(), 5)
+    assert wait_until(lambda: "event=reloaded" in srv.stderr_text(), 5)
     with socket.create_connection(("127.0.0.1", srv.tls_port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
             s.recv(512)
