@@ -535,6 +535,44 @@ static void master_child_started(struct master *master, size_t pos, pid_t pid)
 			 master_role_names[child->role], (int)pid, child->generation);
 }
 
+/* Forks the child recorded at pos (master_child_add). In the child returns 0, after the set-up
+ * every child shares: the master's descriptors closed except keep (and master_end, the master's
+ * end of the child's channel, closed too), the log role and process name set, its metrics slot
+ * attached, privileges dropped. In the master returns the pid, or -1 with the record removed. */
+static pid_t master_fork(struct master *master, size_t pos, const int *keep, size_t keep_count,
+			 int master_end)
+{
+	const struct master_child *child = &master->children[pos];
+	char role[32], name[16];
+	pid_t pid = fork();
+
+	if (pid < 0)
+		master_child_remove(master, pos);
+	if (pid != 0)
+		return pid;
+	if (master_end >= 0)
+		close(master_end);
+	master_child_begin(master, keep, keep_count);
+	if (child->role == MASTER_ROLE_POP3)
+		snprintf(role, sizeof(role), "pop3/%u", child->index);
+	else
+		snprintf(role, sizeof(role), "%s", master_role_names[child->role]);
+	log_set_role(role);
+	metrics_attach(master->metrics, child->metrics_slot);
+	identity_drop(child->role == MASTER_ROLE_AUTH ? &master->auth_identity
+						     : &master->mail_identity);
+	snprintf(name, sizeof(name), "buzon-%s", master_role_names[child->role]);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+	return 0;
+}
+
+/* How a child ends: it frees what it inherited from the master and exits with status. */
+static _Noreturn void master_child_exit(struct master *master, int status)
+{
+	master_free(master);
+	exit(status);
+}
+
 static int master_spawn_auth(struct master *master)
 {
 	int pair[2];
@@ -542,26 +580,18 @@ static int master_spawn_auth(struct master *master)
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
 		return -1;
 	size_t pos = master_child_add(master, MASTER_ROLE_AUTH, 0);
-	pid_t pid = fork();
+	pid_t pid = master_fork(master, pos, NULL, 0, pair[0]);
 	if (pid < 0) {
 		close(pair[0]);
 		close(pair[1]);
-		master_child_remove(master, pos);
 		return -1;
 	}
 	if (pid == 0) {
-		close(pair[0]);
-		master_child_begin(master, NULL, 0);
-		log_set_role("auth");
-		metrics_attach(master->metrics, master->children[pos].metrics_slot);
-		identity_drop(&master->auth_identity);
 		/* same-user workers must not be able to ptrace this process to read hashes */
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-		prctl(PR_SET_NAME, "buzon-auth", 0, 0, 0);
 		int status = auth_server_main(master->config, pair[1], master->bans);
 		close(pair[1]);
-		master_free(master);
-		exit(status);
+		master_child_exit(master, status);
 	}
 	close(pair[1]);
 	master->children[pos].fd = pair[0];
@@ -585,23 +615,15 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 	int *listen_fds =
 	    master_listens_select(&master->listens, master_listen_for_worker, index, &listen_count);
 	size_t pos = master_child_add(master, MASTER_ROLE_POP3, index);
-	pid_t pid = fork();
+	pid_t pid = master_fork(master, pos, listen_fds, listen_count, admin_pair[0]);
 	if (pid < 0) {
 		close(auth_fd);
 		close(admin_pair[0]);
 		close(admin_pair[1]);
 		free(listen_fds);
-		master_child_remove(master, pos);
 		return -1;
 	}
 	if (pid == 0) {
-		char role[32];
-		close(admin_pair[0]);
-		master_child_begin(master, listen_fds, listen_count);
-		snprintf(role, sizeof(role), "pop3/%u", index);
-		log_set_role(role);
-		metrics_attach(master->metrics, master->children[pos].metrics_slot);
-		identity_drop(&master->mail_identity);
 		struct pop3_worker_setup setup = {
 		    .index = index,
 		    .listen_fds = listen_fds,
@@ -613,11 +635,9 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .bans = master->bans,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
 		};
-		prctl(PR_SET_NAME, "buzon-pop3", 0, 0, 0);
 		int status = pop3_worker_main(master->config, &setup);
 		free(listen_fds);
-		master_free(master);
-		exit(status);
+		master_child_exit(master, status);
 	}
 	free(listen_fds);
 	close(auth_fd);
@@ -648,25 +668,18 @@ static int master_spawn_lmtp(struct master *master)
 		return -1;
 	}
 	size_t pos = master_child_add(master, MASTER_ROLE_LMTP, 0);
-	pid_t pid = fork();
+	pid_t pid = master_fork(master, pos, listen_fds, listen_count, -1);
 	if (pid < 0) {
 		close(auth_fd);
 		free(listen_fds);
-		master_child_remove(master, pos);
 		return -1;
 	}
 	if (pid == 0) {
-		master_child_begin(master, listen_fds, listen_count);
-		log_set_role("lmtp");
-		metrics_attach(master->metrics, master->children[pos].metrics_slot);
-		identity_drop(&master->mail_identity);
 		struct lmtp_worker_setup setup = {
 		    .listen_fds = listen_fds, .listen_count = listen_count, .auth_fd = auth_fd};
-		prctl(PR_SET_NAME, "buzon-lmtp", 0, 0, 0);
 		int status = lmtp_worker_main(master->config, &setup);
 		free(listen_fds);
-		master_free(master);
-		exit(status);
+		master_child_exit(master, status);
 	}
 	free(listen_fds);
 	close(auth_fd);
@@ -686,21 +699,16 @@ static int master_spawn_admin(struct master *master)
 		return -1;
 	}
 	size_t pos = master_child_add(master, MASTER_ROLE_ADMIN, 0);
-	pid_t pid = fork();
+	/* the control socket is kept too: one more slot in the array */
+	metrics_fds[metrics_count] = master->control_fd;
+	pid_t pid = master_fork(master, pos, metrics_fds, metrics_count + 1, pair[0]);
 	if (pid < 0) {
 		close(pair[0]);
 		close(pair[1]);
 		free(metrics_fds);
-		master_child_remove(master, pos);
 		return -1;
 	}
 	if (pid == 0) {
-		close(pair[0]);
-		metrics_fds[metrics_count] = master->control_fd;
-		master_child_begin(master, metrics_fds, metrics_count + 1);
-		log_set_role("admin");
-		metrics_attach(master->metrics, master->children[pos].metrics_slot);
-		identity_drop(&master->mail_identity);
 		struct admin_setup setup = {
 		    .master_fd = pair[1],
 		    .control_fd = master->control_fd,
@@ -709,11 +717,9 @@ static int master_spawn_admin(struct master *master)
 		    .metrics = master->metrics,
 		    .bans = master->bans,
 		};
-		prctl(PR_SET_NAME, "buzon-admin", 0, 0, 0);
 		int status = admin_main(master->config, &setup);
 		free(metrics_fds);
-		master_free(master);
-		exit(status);
+		master_child_exit(master, status);
 	}
 	free(metrics_fds);
 	close(pair[1]);

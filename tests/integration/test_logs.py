@@ -20,12 +20,13 @@ SEVERITY = {"debug": 7, "info": 6, "warn": 4, "error": 3}
 MAIL_FACILITY = 2
 
 
-class CountingPop3(TPop3):
-    """TPop3 that counts the protocol bytes it sends and receives (plaintext, as the server's
-    session_end line counts them)."""
+class ByteCounting:
+    """Mixed into a test client: counts the protocol bytes it sends and receives (plaintext, as
+    the server's session_end line counts them). str data is sent in the client's encoding."""
 
     sent = 0
     received = 0
+    encoding = "utf-8"
 
     def _fill(self):
         before = len(self.buf)
@@ -36,9 +37,17 @@ class CountingPop3(TPop3):
 
     def send(self, data):
         if isinstance(data, str):
-            data = data.encode("latin-1")
+            data = data.encode(self.encoding)
         self.sent += len(data)
         super().send(data)
+
+
+class CountingPop3(ByteCounting, TPop3):
+    encoding = "latin-1"
+
+
+class CountingLmtp(ByteCounting, Lmtp):
+    pass
 
 
 def json_lines(text):
@@ -101,26 +110,6 @@ def test_json_lines_and_the_session_end_line(make_server):
     for o in anonymous:
         assert (o["tls"], o["mechanism"], o["reason"], o["retrieved"]) == ("no", "", "quit", "0"), o
         assert o["bytes_in"] == "6", o  # QUIT\r\n
-
-
-class CountingLmtp(Lmtp):
-    """Lmtp that counts the bytes it sends and receives."""
-
-    sent = 0
-    received = 0
-
-    def _fill(self):
-        before = len(self.buf)
-        try:
-            super()._fill()
-        finally:
-            self.received += len(self.buf) - before
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        self.sent += len(data)
-        super().send(data)
 
 
 def test_lmtp_session_end_line(make_server):
