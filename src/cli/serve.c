@@ -72,7 +72,7 @@ struct master_child {
 	pid_t pid;
 	unsigned int index; /* POP3 worker number */
 	unsigned int generation;
-	int64_t started_ms; /* master_now_ms() */
+	int64_t started_ms; /* monotonic_ms() */
 	/* the master's end of a channel: AUTH its control channel (closing it stops the auth
 	 * process), POP3 the admin process's end of the worker's admin channel (kept so that a
 	 * restarted admin process gets it again), ADMIN the request channel; else -1 */
@@ -126,14 +126,6 @@ struct master {
 	int64_t stop_deadline_ms; /* past it, children still running are killed */
 	bool child_failed;
 };
-
-static int64_t master_now_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 static int identity_lookup(const char *name, struct run_identity *id, char **error_r)
 {
@@ -462,7 +454,7 @@ static size_t master_child_add(struct master *master, enum master_role role, uns
 	    .role = role,
 	    .index = index,
 	    .generation = master->generation,
-	    .started_ms = master_now_ms(),
+	    .started_ms = monotonic_ms(),
 	    .fd = -1,
 	    .metrics_slot = metrics_slot_claim(master->metrics, master_role_names[role]),
 	};
@@ -826,7 +818,7 @@ static void master_log_exit(const char *what, pid_t pid, int status, bool expect
 /* Whole seconds would let a child started at x.996 and dead at x+1.000 count as a second old. */
 static void master_respawn_pause(int64_t started_ms)
 {
-	if (master_now_ms() - started_ms < MASTER_RESPAWN_PAUSE_SECS * 1000)
+	if (monotonic_ms() - started_ms < MASTER_RESPAWN_PAUSE_SECS * 1000)
 		sleep(MASTER_RESPAWN_PAUSE_SECS);
 }
 
@@ -902,7 +894,7 @@ static void master_begin_stop(struct master *master, int sig)
 		return;
 	master->stopping = true;
 	master->stop_deadline_ms =
-	    master_now_ms() + (int64_t)master->config->drain_secs * 1000 + MASTER_STOP_GRACE_MS;
+	    monotonic_ms() + (int64_t)master->config->drain_secs * 1000 + MASTER_STOP_GRACE_MS;
 	log_info("stopping", "signal=%d drain_time=%us", sig, master->config->drain_secs);
 	systemd_notify_stopping("draining sessions");
 	/* new connections are refused from now on (the workers close their copies of the sockets
@@ -1101,7 +1093,7 @@ static int master_loop(struct master *master)
 		int timeout = master->stopping ? 100 : -1;
 		if (poll(pfds, nfds, timeout) < 0 && errno != EINTR)
 			fatal("poll failed: %s", strerror(errno));
-		if (master->stopping && master_now_ms() > master->stop_deadline_ms) {
+		if (master->stopping && monotonic_ms() > master->stop_deadline_ms) {
 			log_error("stop_timeout", "action=%s", "SIGKILL");
 			master_signal_role(master, SIGKILL, true);
 			master->stop_deadline_ms = INT64_MAX;

@@ -73,4 +73,8 @@ int fsync_dir(const char *path);
 /* Creates dir and missing parents with mode. Returns -1 and sets errno on failure. */
 int mkdir_parents(const char *path, unsigned int mode);
 
+/* Milliseconds of CLOCK_MONOTONIC: for durations and deadlines, which must not jump when the
+ * wall clock is set. */
+int64_t monotonic_ms(void);
+
 #endif

@@ -86,7 +86,7 @@ struct lmtp_session *lmtp_session_create(struct lmtp_server *server, int fd,
 	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
 	evbuffer_add_cb(bufferevent_get_input(session->bev), lmtp_session_count_in, session);
 	evbuffer_add_cb(bufferevent_get_output(session->bev), lmtp_session_count_out, session);
-	clock_gettime(CLOCK_MONOTONIC, &session->started);
+	session->started_ms = monotonic_ms();
 
 	session->next = server->sessions;
 	if (server->sessions != NULL)
@@ -101,11 +101,8 @@ struct lmtp_session *lmtp_session_create(struct lmtp_server *server, int fd,
 /* The one line every LMTP connection ends with. */
 static void lmtp_session_log_end(struct lmtp_session *session, const char *reason)
 {
-	struct timespec now;
+	long long ms = (long long)(monotonic_ms() - session->started_ms);
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	long long ms = (long long)(now.tv_sec - session->started.tv_sec) * 1000 +
-		       (now.tv_nsec - session->started.tv_nsec) / 1000000;
 	log_info("session_end",
 		 "session=%s ip=%s transactions=%u recipients=%u delivered=%u bytes_in=%llu "
 		 "bytes_out=%llu reason=%s duration=%lld.%03lld",

@@ -77,7 +77,7 @@ struct lmtp_session {
 	unsigned int bad_commands;
 
 	/* for the session_end log line */
-	struct timespec started;       /* CLOCK_MONOTONIC */
+	int64_t started_ms;	       /* monotonic_ms() */
 	uint64_t bytes_in, bytes_out;  /* as received and as queued for the client */
 	unsigned int transactions;     /* messages whose text ended (DATA's dot, BDAT LAST) */
 	unsigned int recipients_total; /* their recipients, summed */

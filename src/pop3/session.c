@@ -318,7 +318,7 @@ struct pop3_session *pop3_session_create_proxied(struct pop3_worker *worker, int
 	session->worker = worker;
 	session->state = POP3_STATE_AUTHORIZATION;
 	session->login_deadline = monotonic_seconds() + (time_t)config->login_timeout_secs;
-	clock_gettime(CLOCK_MONOTONIC, &session->started);
+	session->started_ms = monotonic_ms();
 	session->prelogin_counted = true;
 	memcpy(&session->peer, peer, (size_t)peer_len);
 	memcpy(session->ip, ip, sizeof(ip));
@@ -392,13 +392,9 @@ static void pop3_session_release_prelogin(struct pop3_session *session)
  * no login succeeded; tls is the protocol version once a handshake completed, else "no". */
 static void pop3_session_log_end(struct pop3_session *session, const char *reason)
 {
-	struct timespec now;
 	bool logged_in = session->login_user != NULL;
 	SSL *ssl = session->tls_announced ? bufferevent_openssl_get_ssl(session->bev) : NULL;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	long long ms = (long long)(now.tv_sec - session->started.tv_sec) * 1000 +
-		       (now.tv_nsec - session->started.tv_nsec) / 1000000;
+	long long ms = (long long)(monotonic_ms() - session->started_ms);
 	log_info("session_end",
 		 "session=%s user=%s ip=%s%s%s tls=%s mechanism=%s commands=%u bytes_in=%llu "
 		 "bytes_out=%llu retrieved=%u deleted=%zu reason=%s duration=%lld.%03lld",

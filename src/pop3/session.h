@@ -72,7 +72,7 @@ struct pop3_session {
 	unsigned int bad_commands;
 	unsigned int commands;
 	time_t login_deadline;	 /* CLOCK_MONOTONIC seconds; past it, AUTHORIZATION ends */
-	struct timespec started; /* CLOCK_MONOTONIC, for the session_end log line */
+	int64_t started_ms; /* monotonic_ms(), for the session_end line and `buzon who` */
 	/* The protocol's bytes (above TLS), counted as they enter the input buffer and as they are
 	 * queued in the output buffer (pop3_session_count_bytes() in session.c, which feeds the
 	 * metrics from the same callbacks): for the session_end log line. */

@@ -18,10 +18,7 @@
 /* The Unix time the session connected: its monotonic start moved onto the wall clock. */
 static long long pop3_admin_since(const struct pop3_session *session)
 {
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long long)time(NULL) - (long long)(now.tv_sec - session->started.tv_sec);
+	return (long long)time(NULL) - (long long)((monotonic_ms() - session->started_ms) / 1000);
 }
 
 static void pop3_admin_who(struct pop3_worker *worker, const char *token, struct evbuffer *out)
