@@ -323,26 +323,17 @@ static void admin_worker_read(struct bufferevent *bev, void *arg)
 	struct admin_worker *worker = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	char line[ADMIN_WORKER_LINE_MAX + 1];
+	ssize_t len;
 
-	for (;;) {
-		size_t eol_len = 0;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > ADMIN_WORKER_LINE_MAX)
-				break; /* no line end where one must be */
-			return;
-		}
-		if ((size_t)eol.pos > ADMIN_WORKER_LINE_MAX)
-			break;
-		evbuffer_remove(in, line, (size_t)eol.pos);
-		evbuffer_drain(in, eol_len);
-		line[eol.pos] = '\0';
+	while ((len = admin_proto_take_line(in, line)) >= 0) {
 		/* no NUL, and nothing that would reach an operator's terminal as a control sequence
 		 */
-		if (admin_line_has_controls(line, (size_t)eol.pos))
+		if (admin_line_has_controls(line, (size_t)len))
 			break;
 		admin_worker_line(worker, line);
 	}
+	if (len == ADMIN_LINE_PENDING)
+		return;
 	log_error("admin_worker_malformed", "worker=%u pid=%d action=close", worker->index,
 		  (int)worker->pid);
 	admin_worker_free(worker);

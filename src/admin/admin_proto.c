@@ -3,6 +3,7 @@
  * answers. The master treats the admin process as hostile: every datagram is checked for size and
  * form, and descriptors the admin process might try to pass the master are closed unused. */
 #include <errno.h>
+#include <event2/buffer.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -351,4 +352,25 @@ const char *admin_user_field(const char *user, char *out, size_t size)
 	}
 	out[n] = '\0';
 	return out;
+}
+
+ssize_t admin_proto_take_line(struct evbuffer *in, char *line)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+
+	if (eol.pos < 0) {
+		if (evbuffer_get_length(in) <= ADMIN_WORKER_LINE_MAX)
+			return ADMIN_LINE_PENDING;
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return ADMIN_LINE_TOO_LONG;
+	}
+	if ((size_t)eol.pos > ADMIN_WORKER_LINE_MAX) {
+		evbuffer_drain(in, (size_t)eol.pos + eol_len);
+		return ADMIN_LINE_TOO_LONG;
+	}
+	evbuffer_remove(in, line, (size_t)eol.pos);
+	evbuffer_drain(in, eol_len);
+	line[eol.pos] = '\0';
+	return (ssize_t)eol.pos;
 }

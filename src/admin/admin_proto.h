@@ -42,6 +42,8 @@
 
 #include "admin/admin.h"
 
+struct evbuffer;
+
 /* A request line of the control protocol: the longest is KICK USER with a name, and POP3 names
  * fit in a 255-octet command line. */
 #define ADMIN_REQUEST_LINE_MAX 1024
@@ -105,5 +107,15 @@ bool admin_token_valid(const char *token, size_t len);
  * below 0x21, 0x7f and '%' as %XX, "-" for NULL or an empty name (and "%2D" for a user named
  * "-"), cut to ADMIN_USER_FIELD_MAX octets with a final "...". Returns out. */
 const char *admin_user_field(const char *user, char *out, size_t size);
+
+/* What admin_proto_take_line() returns when it has no line. */
+#define ADMIN_LINE_PENDING (-1)	 /* no whole line has arrived yet */
+#define ADMIN_LINE_TOO_LONG (-2) /* longer than ADMIN_WORKER_LINE_MAX: drained as far as it came */
+
+/* Takes the next LF-terminated line of the worker channel protocol out of in, into line (at
+ * least ADMIN_WORKER_LINE_MAX + 1 octets; the LF is dropped and a NUL ends it). Returns the
+ * line's length (it may hold NUL bytes: the caller checks), or ADMIN_LINE_PENDING or
+ * ADMIN_LINE_TOO_LONG. */
+ssize_t admin_proto_take_line(struct evbuffer *in, char *line);
 
 #endif

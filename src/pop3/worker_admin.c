@@ -96,24 +96,12 @@ static void pop3_admin_read(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer *out = bufferevent_get_output(bev);
 	char line[ADMIN_WORKER_LINE_MAX + 1];
+	ssize_t len;
 
-	for (;;) {
-		size_t eol_len = 0;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-		if (eol.pos < 0) {
-			/* no line end where one must be: drop it, the admin process times out */
-			if (evbuffer_get_length(in) > ADMIN_WORKER_LINE_MAX)
-				evbuffer_drain(in, evbuffer_get_length(in));
-			return;
-		}
-		if ((size_t)eol.pos > ADMIN_WORKER_LINE_MAX) {
-			evbuffer_drain(in, (size_t)eol.pos + eol_len);
-			continue;
-		}
-		evbuffer_remove(in, line, (size_t)eol.pos);
-		evbuffer_drain(in, eol_len);
-		line[eol.pos] = '\0';
-		if (memchr(line, '\0', (size_t)eol.pos) == NULL)
+	/* an over-long line is dropped (the admin process times the request out), as is one with a
+	 * NUL byte */
+	while ((len = admin_proto_take_line(in, line)) != ADMIN_LINE_PENDING) {
+		if (len >= 0 && memchr(line, '\0', (size_t)len) == NULL)
 			pop3_admin_request(worker, line, out);
 	}
 }

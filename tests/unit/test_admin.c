@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/buffer.h>
 
 #include "admin/admin.h"
 #include "admin/admin_proto.h"
@@ -108,6 +109,40 @@ static void send_with_fds(int channel, const void *data, size_t len, int fd, int
 	for (int i = 0; i < n; i++)
 		memcpy(CMSG_DATA(c) + (size_t)i * sizeof(int), &fd, sizeof(int));
 	assert_int_equal(sendmsg(channel, &msg, 0), (ssize_t)len);
+}
+
+/* The worker channel's line reader: whole lines only, over-long ones dropped, NULs kept for the
+ * caller to refuse. */
+static void test_take_line(void **state)
+{
+	struct evbuffer *in = evbuffer_new();
+	char line[ADMIN_WORKER_LINE_MAX + 1];
+	char *long_line = xcalloc(1, ADMIN_WORKER_LINE_MAX + 2);
+
+	assert_int_equal(admin_proto_take_line(in, line), ADMIN_LINE_PENDING);
+	evbuffer_add(in, "WHO 1.2\nKI", 10);
+	assert_int_equal(admin_proto_take_line(in, line), 7);
+	assert_string_equal(line, "WHO 1.2");
+	assert_int_equal(admin_proto_take_line(in, line), ADMIN_LINE_PENDING);
+	evbuffer_add(in, "CK a\0b\n", 7);
+	assert_int_equal(admin_proto_take_line(in, line), 8);
+	assert_memory_equal(line, "KICK a\0b", 8);
+	/* exactly the limit passes; one more octet is too long, with or without its LF yet */
+	memset(long_line, 'x', ADMIN_WORKER_LINE_MAX);
+	evbuffer_add(in, long_line, ADMIN_WORKER_LINE_MAX);
+	evbuffer_add(in, "\n", 1);
+	assert_int_equal(admin_proto_take_line(in, line), ADMIN_WORKER_LINE_MAX);
+	long_line[ADMIN_WORKER_LINE_MAX] = 'x';
+	evbuffer_add(in, long_line, ADMIN_WORKER_LINE_MAX + 1);
+	assert_int_equal(admin_proto_take_line(in, line), ADMIN_LINE_TOO_LONG);
+	assert_int_equal(evbuffer_get_length(in), 0);
+	evbuffer_add(in, long_line, ADMIN_WORKER_LINE_MAX + 1);
+	evbuffer_add(in, "\nEND\n", 5);
+	assert_int_equal(admin_proto_take_line(in, line), ADMIN_LINE_TOO_LONG);
+	assert_int_equal(admin_proto_take_line(in, line), 3);
+	assert_string_equal(line, "END");
+	free(long_line);
+	evbuffer_free(in);
 }
 
 static void test_descriptor_passing(void **state)
@@ -705,6 +740,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_wire_round_trips),
+	    cmocka_unit_test(test_take_line),
 	    cmocka_unit_test(test_descriptor_passing),
 	    cmocka_unit_test(test_user_field_and_tokens),
 	    cmocka_unit_test(test_control_socket_open),
