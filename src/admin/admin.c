@@ -1039,6 +1039,7 @@ int admin_main(const struct buzon_config *config, const struct admin_setup *setu
 		 log_quote(config->control_socket), setup->metrics_fd_count);
 
 	event_base_dispatch(admin.base);
+	block_stop_signals();
 
 	admin_free(&admin);
 	for (size_t i = 0; i < ARRAY_SIZE(stop_signals); i++)

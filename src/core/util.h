@@ -77,4 +77,10 @@ int mkdir_parents(const char *path, unsigned int mode);
  * wall clock is set. */
 int64_t monotonic_ms(void);
 
+/* Blocks SIGTERM, SIGINT and SIGUSR1 for good. For a child whose event loop has ended: it is on its
+ * way out, and a stop signal arriving now (the master signals every child when it stops) must not
+ * kill it half-way through its clean-up, as it would once libevent has put the default handlers
+ * back. */
+void block_stop_signals(void);
+
 #endif

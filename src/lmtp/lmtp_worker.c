@@ -175,6 +175,7 @@ int lmtp_worker_main(const struct buzon_config *config, const struct lmtp_worker
 		 log_quote(worker.server.hostname));
 
 	event_base_dispatch(worker.server.base);
+	block_stop_signals();
 
 	while (worker.server.sessions != NULL)
 		lmtp_session_destroy(worker.server.sessions, "shutdown");

@@ -226,6 +226,7 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 		 worker.tls_ctx != NULL ? "yes" : "no");
 
 	event_base_dispatch(worker.base);
+	block_stop_signals();
 
 	while (worker.sessions != NULL)
 		pop3_session_destroy(worker.sessions, "shutdown");
