@@ -43,6 +43,7 @@ enum config_type {
 	CONFIG_LOG_OUTPUT,
 	CONFIG_SYSLOG_FACILITY,
 	CONFIG_PATH, /* an absolute path */
+	CONFIG_LOCK_TAKEOVER,
 };
 
 struct config_key {
@@ -99,6 +100,11 @@ static const struct config_key config_keys[] = {
     KEY("pop3", "retr_marks_seen", CONFIG_BOOL, retr_marks_seen, "yes", 0, 0),
     KEY("pop3", "expire", CONFIG_EXPIRE, expire, "NEVER", 0, 0),
     KEY("pop3", "greeting", CONFIG_STRING, greeting, "buzon POP3 server ready", 0, 0),
+    /* RFC 2449 LOGIN-DELAY: the least time between two logins of a user; 0: none */
+    KEY("pop3", "login_delay", CONFIG_DURATION, login_delay_secs, "0", 0, 30 * 86400),
+    /* a new session of a user whose maildrop another session holds may end that session */
+    KEY("pop3", "lock_takeover", CONFIG_LOCK_TAKEOVER, lock_takeover, "idle", 0, 0),
+    KEY("pop3", "lock_takeover_idle", CONFIG_DURATION, lock_takeover_idle_secs, "30s", 1, 86400),
     KEY("tls", "cert", CONFIG_STRING, tls_cert, NULL, 0, 0),
     KEY("tls", "key", CONFIG_STRING, tls_key, NULL, 0, 0),
     KEY("tls", "min_version", CONFIG_TLS_VERSION, tls_min_version, "TLSv1.2", 0, 0),
@@ -124,6 +130,11 @@ static const struct config_key config_keys[] = {
     KEY("mail", "location", CONFIG_LOCATION, mail_location, NULL, 0, 0),
     KEY("mail", "quota_bytes", CONFIG_SIZE, quota_bytes, "0", 0, 0),
     KEY("mail", "quota_messages", CONFIG_SIZE, quota_messages, "0", 0, 0),
+    /* messages deleted through POP3 are kept hidden this long (buzon undelete); 0: unlinked */
+    KEY("mail", "deleted_retention", CONFIG_DURATION, deleted_retention_secs, "7d", 0,
+	3650U * 86400),
+    /* the UIDL format of the server buzon replaces, for mailboxes imported from its index */
+    KEY("mail", "import_uidl_format", CONFIG_STRING, import_uidl_format, "%08Xu%08Xv", 0, 0),
     KEY("lmtp", "listen", CONFIG_LMTP_LISTEN, lmtp_listens, NULL, 0, 0),
     KEY("lmtp", "max_message_size", CONFIG_SIZE, lmtp_max_message_size, "50M", 0, 0),
     KEY("lmtp", "quota_full_tempfail", CONFIG_BOOL, lmtp_quota_full_tempfail, "no", 0, 0),
@@ -424,6 +435,17 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
+	case CONFIG_LOCK_TAKEOVER: {
+		static const char *const names[] = {"never", "idle", "always"};
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+			if (strcasecmp(value, names[i]) == 0) {
+				*(enum config_lock_takeover *)field = (enum config_lock_takeover)i;
+				return 0;
+			}
+		}
+		*error_r = xasprintf("%s must be never, idle or always", key->name);
+		return -1;
+	}
 	case CONFIG_PATH:
 		if (value[0] != '/' || strlen(value) >= 108) {
 			*error_r = xasprintf("%s must be an absolute path of at most 107 characters",
@@ -723,6 +745,11 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_LOG_FORMAT:
 		fputs(log_format_name(*(const enum log_format *)field), out);
 		break;
+	case CONFIG_LOCK_TAKEOVER: {
+		static const char *const names[] = {"never", "idle", "always"};
+		fputs(names[*(const enum config_lock_takeover *)field], out);
+		break;
+	}
 	case CONFIG_LOG_OUTPUT:
 		fputs(log_output_name(*(const enum log_output *)field), out);
 		break;
@@ -856,4 +883,13 @@ char *config_expand_location(const char *location, const char *user)
 	}
 	fclose(stream);
 	return out;
+}
+
+int config_expire_days(const struct buzon_config *config)
+{
+	unsigned long long days;
+
+	if (config->expire == NULL || str_parse_uint(config->expire, 0, 36500, &days) < 0)
+		return -1;
+	return (int)days;
 }

@@ -19,6 +19,13 @@ struct config_listen {
 	char *text;
 };
 
+/* What a new session does when another session of the same user holds the maildrop lock. */
+enum config_lock_takeover {
+	CONFIG_LOCK_TAKEOVER_NEVER,  /* [IN-USE] */
+	CONFIG_LOCK_TAKEOVER_IDLE,   /* end the other session if it has been idle long enough */
+	CONFIG_LOCK_TAKEOVER_ALWAYS, /* end the other session */
+};
+
 /* Where passwords may travel unencrypted. */
 enum config_cleartext {
 	CONFIG_CLEARTEXT_NEVER,
@@ -62,6 +69,9 @@ struct buzon_config {
 	bool retr_marks_seen;		  /* RETR sets the Maildir S flag at QUIT */
 	char *expire;			  /* EXPIRE capability argument: "NEVER" or days */
 	char *greeting;			  /* text after +OK in the greeting */
+	unsigned int login_delay_secs;	  /* RFC 2449 LOGIN-DELAY; 0: none */
+	enum config_lock_takeover lock_takeover;
+	unsigned int lock_takeover_idle_secs; /* idle: how long the holder must have been idle */
 
 	/* [tls] */
 	char *tls_cert;		/* PEM certificate chain; NULL: no TLS */
@@ -92,6 +102,8 @@ struct buzon_config {
 	char *mail_location;	 /* template after "maildir:" with %u %n %d */
 	uint64_t quota_bytes;	 /* default storage limit per user; 0: none */
 	uint64_t quota_messages; /* default message limit per user; 0: none */
+	unsigned int deleted_retention_secs; /* deleted messages kept hidden this long; 0: none */
+	char *import_uidl_format; /* the replaced server's UIDL format (Dovecot's variables) */
 
 	/* [lmtp] */
 	struct config_listen *lmtp_listens; /* TCP addresses */
@@ -114,6 +126,9 @@ void config_free(struct buzon_config **config);
 
 /* Parses "127.0.0.1:110", "[::1]:110" or "*:110" into out. Returns -1 if invalid. */
 int config_parse_listen(const char *text, struct config_listen *out);
+
+/* [pop3] expire as a number of days, or -1 for NEVER. */
+int config_expire_days(const struct buzon_config *config);
 
 /* Prints the effective configuration in the file's own syntax. */
 void config_print(const struct buzon_config *config, FILE *out);

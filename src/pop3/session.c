@@ -320,6 +320,8 @@ struct pop3_session *pop3_session_create_proxied(struct pop3_worker *worker, int
 	session->login_deadline = monotonic_seconds() + (time_t)config->login_timeout_secs;
 	session->started_ms = monotonic_ms();
 	session->prelogin_counted = true;
+	session->expire_days = config_expire_days(config);
+	session->login_delay_secs = config->login_delay_secs;
 	memcpy(&session->peer, peer, (size_t)peer_len);
 	memcpy(session->ip, ip, sizeof(ip));
 	if (proxy != NULL)

@@ -80,6 +80,10 @@ struct pop3_session {
 
 	char *user; /* from USER, until PASS */
 	char *login_user;
+	/* the user's mail policies ([pop3] expire and login_delay, or the passwd-file's per-user
+	 * values once logged in) */
+	int expire_days;	       /* RFC 2449 EXPIRE: -1 NEVER, 0 on QUIT after retrieval */
+	unsigned int login_delay_secs; /* RFC 2449 LOGIN-DELAY; 0: none */
 	uint32_t auth_request;	     /* the open request to the auth process, 0 when none */
 	bool auth_waiting;	     /* its answer is awaited: no input is processed meanwhile */
 	bool sasl_active;	     /* a challenge was sent: the next line is a SASL response */
