@@ -15,8 +15,8 @@
  * Input: records, each starting with a control byte (enum record_bit: raw or structured, wait
  * for the password checks after it or not, reconnect before it), then
  *   raw:        two length bytes (little-endian) and that many bytes, sent as they are;
- *   structured: type (control & 7, plus 1: all eight types, also the two that only the auth
- *               process sends), id (1 byte), a field mask (3 bytes, bit t = tag t, so tag 0 and
+ *   structured: type (control & 15, modulo the number of types, plus 1: every type, also the
+ *               two that only the auth process sends), id (1 byte), a field mask (3 bytes, bit t = tag t, so tag 0 and
  *               tags past the last are there too), then per tag in the mask a length byte and
  *               the value; built with auth_msg_builder (u32/u64 fields of the right length through
  *               auth_msg_add_u32/_u64).
@@ -29,7 +29,9 @@
  *   - every reply decodes, is a CHALLENGE or a RESULT, and answers a request of this connection
  *     with its id: at once, or, for a password check, when the checks are taken, in the order
  *     they were submitted; every request but SASL_ABORT gets exactly one reply;
- *   - OK names a user of the passwd-file with its mailbox location (and quotas for LOOKUP only);
+ *   - OK names a user of the passwd-file with its mailbox location (and quotas for LOOKUP only,
+ *     the user's EXPIRE and LOGIN-DELAY for logins only); OK to POLICY_QUERY names nobody and
+ *     carries the bounds over every user;
  *     OK to VERIFY only with that user's password (after SASLprep); OK to APOP only for a user
  *     with a plaintext secret; a password in the clear (VERIFY, PLAIN, LOGIN) only with TLS or
  *     from loopback ([auth] cleartext); failures carry no user or location and a delay within the
@@ -49,7 +51,7 @@
 #include "sasl/sasl_testing.h"
 
 enum record_bit {
-	RECORD_TYPE_MASK = 0x07,
+	RECORD_TYPE_MASK = 0x0f,
 	RECORD_RECONNECT = 0x20, /* the worker goes away first (checks may be in flight) */
 	RECORD_NO_WAIT = 0x40,	 /* do not wait for password checks after this datagram */
 	RECORD_RAW = 0x80,
@@ -94,12 +96,27 @@ static const struct fuzz_user users[] = {
     {"tim", "{PLAIN}tanstaaftanstaaf", "tanstaaftanstaaf", true}, /* RFC 2195's example */
     {"crypt", "{SHA256-CRYPT}$5$rounds=1000$fuzzsalt$qGCc4JvvMNwwgoU2eJ4FMcZ.jSqNaOPBoUN0Jv2w9O2",
      "secret", false},
-    {"a@example.org", "{PLAIN}pw:::::userdb_quota_rule=*:storage=1G:messages=10", "pw", true},
-    {"b@example.org", "{PLAIN}pw2:::::quota_bytes=5M quota_messages=7", "pw2", true},
+    {"a@example.org", "{PLAIN}pw::::::userdb_quota_rule=*:storage=1G:messages=10", "pw", true},
+    {"b@example.org", "{PLAIN}pw2::::::quota_bytes=5M quota_messages=7", "pw2", true},
     {"broken", "{SCRAM-SHA-256}4096,not base64", NULL, false},
     {"unknown-scheme", "{NOPE}x", NULL, false},
     {"j\xc3\xbcrgen", "{PLAIN}p\xc3\xa4ss", "p\xc3\xa4ss", true},
+    {"policy", "{PLAIN}pol:1:1:::: expire=3 userdb_login_delay=1h", "pol", true},
+    {"badpolicy", "{PLAIN}bad::::::expire=soon login_delay=-1", "bad", true},
 };
+
+/* The users' RFC 2449 policies: "policy" has its own, everyone else (malformed values are
+ * ignored) the config's: EXPIRE NEVER, no LOGIN-DELAY. */
+#define POLICY_EXPIRE_DAYS 3
+#define POLICY_LOGIN_DELAY 3600
+
+static void expected_policy(const char *user, uint32_t *expire_r, uint32_t *delay_r)
+{
+	bool own = strcmp(user, "policy") == 0;
+
+	*expire_r = own ? POLICY_EXPIRE_DAYS : AUTH_EXPIRE_NEVER;
+	*delay_r = own ? POLICY_LOGIN_DELAY : 0;
+}
 
 /* What the harness knows about the field rules of each type: the spec the decoder must follow
  * (auth_proto.h), written out again here. */
@@ -125,6 +142,9 @@ static enum fuzz_kind field_kind(unsigned tag)
 	case AUTH_FIELD_FLAGS:
 	case AUTH_FIELD_RESULT:
 	case AUTH_FIELD_DELAY_MS:
+	case AUTH_FIELD_EXPIRE_DAYS:
+	case AUTH_FIELD_LOGIN_DELAY:
+	case AUTH_FIELD_POLICY_FLAGS:
 		return KIND_U32;
 	case AUTH_FIELD_QUOTA_BYTES:
 	case AUTH_FIELD_QUOTA_MESSAGES:
@@ -161,6 +181,8 @@ static void type_rules(enum auth_msg_type type, uint32_t *required, uint32_t *op
 	case AUTH_MSG_LOOKUP:
 		*required = BIT(AUTH_FIELD_USER);
 		break;
+	case AUTH_MSG_POLICY_QUERY:
+		break;
 	case AUTH_MSG_CHALLENGE:
 		*required = BIT(AUTH_FIELD_CHALLENGE);
 		break;
@@ -168,7 +190,8 @@ static void type_rules(enum auth_msg_type type, uint32_t *required, uint32_t *op
 		*required = BIT(AUTH_FIELD_RESULT);
 		*optional = BIT(AUTH_FIELD_USER) | BIT(AUTH_FIELD_LOCATION) |
 			    BIT(AUTH_FIELD_DELAY_MS) | BIT(AUTH_FIELD_QUOTA_BYTES) |
-			    BIT(AUTH_FIELD_QUOTA_MESSAGES);
+			    BIT(AUTH_FIELD_QUOTA_MESSAGES) | BIT(AUTH_FIELD_EXPIRE_DAYS) |
+			    BIT(AUTH_FIELD_LOGIN_DELAY) | BIT(AUTH_FIELD_POLICY_FLAGS);
 		break;
 	case AUTH_MSG_TYPE_COUNT:
 		break;
@@ -290,8 +313,43 @@ static bool verify_credentials_right(const struct request *r, const char *canoni
 	return right;
 }
 
+/* OK to a POLICY_QUERY: the bounds over the users above. */
+static void check_policy_bounds(const struct auth_msg *msg)
+{
+	FUZZ_CHECK(!msg->fields[AUTH_FIELD_USER].present &&
+		   !msg->fields[AUTH_FIELD_LOCATION].present &&
+		   !msg->fields[AUTH_FIELD_QUOTA_BYTES].present);
+	FUZZ_CHECK(auth_msg_u32(msg, AUTH_FIELD_EXPIRE_DAYS, 0) == POLICY_EXPIRE_DAYS);
+	FUZZ_CHECK(auth_msg_u32(msg, AUTH_FIELD_LOGIN_DELAY, 0) == POLICY_LOGIN_DELAY);
+	FUZZ_CHECK(auth_msg_u32(msg, AUTH_FIELD_POLICY_FLAGS, 0) ==
+		   (AUTH_POLICY_EXPIRE_PER_USER | AUTH_POLICY_LOGIN_DELAY_PER_USER));
+}
+
+/* A login's OK carries the user's policies; a LOOKUP's none. */
+static void check_user_policy(const struct auth_msg *msg, const struct request *r,
+			      const char *user)
+{
+	uint32_t expire, delay;
+
+	FUZZ_CHECK(!msg->fields[AUTH_FIELD_POLICY_FLAGS].present);
+	if (r->type == AUTH_MSG_LOOKUP) {
+		FUZZ_CHECK(!msg->fields[AUTH_FIELD_EXPIRE_DAYS].present &&
+			   !msg->fields[AUTH_FIELD_LOGIN_DELAY].present);
+		return;
+	}
+	expected_policy(user, &expire, &delay);
+	FUZZ_CHECK(msg->fields[AUTH_FIELD_EXPIRE_DAYS].present &&
+		   auth_msg_u32(msg, AUTH_FIELD_EXPIRE_DAYS, 0) == expire);
+	FUZZ_CHECK(msg->fields[AUTH_FIELD_LOGIN_DELAY].present &&
+		   auth_msg_u32(msg, AUTH_FIELD_LOGIN_DELAY, 0) == delay);
+}
+
 static void check_result_ok(const struct auth_msg *msg, const struct request *r)
 {
+	if (r->type == AUTH_MSG_POLICY_QUERY) {
+		check_policy_bounds(msg);
+		return;
+	}
 	char *user = auth_msg_strdup(msg, AUTH_FIELD_USER);
 
 	FUZZ_CHECK(user != NULL && msg->fields[AUTH_FIELD_LOCATION].present);
@@ -304,6 +362,7 @@ static void check_result_ok(const struct auth_msg *msg, const struct request *r)
 	FUZZ_CHECK(quotas == msg->fields[AUTH_FIELD_QUOTA_MESSAGES].present);
 	FUZZ_CHECK(quotas == (r->type == AUTH_MSG_LOOKUP));
 	FUZZ_CHECK(!msg->fields[AUTH_FIELD_DELAY_MS].present);
+	check_user_policy(msg, r, user);
 	FUZZ_CHECK(r->type != AUTH_MSG_VERIFY || verify_credentials_right(r, user));
 	FUZZ_CHECK(r->type != AUTH_MSG_APOP || u->plaintext);
 	h.logins++;
@@ -330,7 +389,8 @@ static void check_answer(const struct auth_msg *msg, const struct request *r)
 	}
 	FUZZ_CHECK(!msg->fields[AUTH_FIELD_USER].present &&
 		   !msg->fields[AUTH_FIELD_LOCATION].present &&
-		   !msg->fields[AUTH_FIELD_QUOTA_BYTES].present);
+		   !msg->fields[AUTH_FIELD_QUOTA_BYTES].present &&
+		   !msg->fields[AUTH_FIELD_EXPIRE_DAYS].present);
 	FUZZ_CHECK(auth_msg_u32(msg, AUTH_FIELD_DELAY_MS, 0) <= FAILURE_DELAY_MAX_MS);
 	FUZZ_CHECK(result != AUTH_RESULT_BANNED || r->type == AUTH_MSG_VERIFY ||
 		   r->type == AUTH_MSG_APOP || r->type == AUTH_MSG_SASL_START);
@@ -453,7 +513,8 @@ static uint64_t little_endian(const uint8_t *p, size_t len)
 /* Builds a structured record into b; checks the decoder against the rules. */
 static void structured_build(struct fuzz_input *in, uint8_t control, struct auth_msg_builder *b)
 {
-	enum auth_msg_type type = (enum auth_msg_type)((control & RECORD_TYPE_MASK) + 1);
+	enum auth_msg_type type =
+	    (enum auth_msg_type)((control & RECORD_TYPE_MASK) % (AUTH_MSG_TYPE_COUNT - 1) + 1);
 	uint32_t id = fuzz_take_byte(in, 0), mask = 0;
 	struct given_field fields[MASK_TAGS] = {{NULL, 0}};
 	struct auth_msg msg;
@@ -506,7 +567,7 @@ static void send_datagram(const void *buf, size_t len, bool wait)
 
 	if (well_formed)
 		check_reencode(&msg, len);
-	bool request = well_formed && msg.type <= AUTH_MSG_LOOKUP;
+	bool request = well_formed && auth_msg_type_is_request(msg.type);
 	bool open = auth_server_testing_datagram(h.server, h.conn_fd, buf, len);
 	FUZZ_CHECK(open == request);
 	if (!open) {

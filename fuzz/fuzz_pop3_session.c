@@ -97,6 +97,8 @@ static void auth_reply_result(uint32_t id, bool ok, const char *user)
 	if (ok) {
 		auth_msg_add_str(&out, AUTH_FIELD_USER, user);
 		auth_msg_add_str(&out, AUTH_FIELD_LOCATION, h.location);
+		auth_msg_add_u32(&out, AUTH_FIELD_EXPIRE_DAYS, AUTH_EXPIRE_NEVER);
+		auth_msg_add_u32(&out, AUTH_FIELD_LOGIN_DELAY, 0);
 	}
 	auth_reply_send(&out);
 }

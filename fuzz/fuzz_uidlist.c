@@ -1,4 +1,4 @@
-/* Fuzzes the UIDL index reader (src/store/uidlist.c, formats 1 and 2) with the whole file as input.
+/* Fuzzes the UIDL index reader (src/store/uidlist.c, formats 1 to 3) with the whole file as input.
  * Checks the rules the index promises (uidlist.h): next_uid above every UID, no UID or base name
  * twice, only names the format can hold; that what it writes reads back unchanged and undamaged
  * (so a save never loses a UID); and that lookups, additions and sweeps keep those rules. */
@@ -38,7 +38,7 @@ static void check_rules(struct uidlist *list)
 	free(uids);
 }
 
-/* Every entry of a is in b with the same UID, sizes and info, and nothing else is. */
+/* Every entry of a is in b with the same UID, sizes, times and info, and nothing else is. */
 static void check_same(struct uidlist *a, struct uidlist *b)
 {
 	FUZZ_CHECK(a->uidvalidity == b->uidvalidity && a->next_uid == b->next_uid);
@@ -54,6 +54,7 @@ static void check_same(struct uidlist *a, struct uidlist *b)
 		const struct uidlist_entry *y = uidlist_lookup(b, x->basename, strlen(x->basename));
 		FUZZ_CHECK(y != NULL && y->uid == x->uid && y->crlf_size == x->crlf_size &&
 			   y->file_size == x->file_size);
+		FUZZ_CHECK(y->retrieved_at == x->retrieved_at && y->deleted_at == x->deleted_at);
 		FUZZ_CHECK((x->info == NULL) == (y->info == NULL));
 		FUZZ_CHECK(x->info == NULL || strcmp(x->info, y->info) == 0);
 	}

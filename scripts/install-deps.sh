@@ -4,7 +4,7 @@
 set -euo pipefail
 what=${1:-build}
 build_pkgs="build-essential pkg-config libevent-dev libssl-dev libcrypt-dev libsodium-dev libinih-dev libidn11-dev libseccomp-dev libsystemd-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest curl fetchmail mpop getmail6 swaks postfix clang libclang-rt-14-dev mandoc prometheus"
+test_pkgs="libcmocka-dev python3 python3-pytest curl fetchmail mpop getmail6 swaks postfix dovecot-pop3d clang libclang-rt-14-dev mandoc prometheus"
 pkgs=$build_pkgs
 [ "$what" = test ] && pkgs="$build_pkgs $test_pkgs"
 

@@ -756,11 +756,18 @@ def make_server():
 
 
 def _rmtree(path):
+    """Removes a test's directory even where a test made parts of it unwritable; only directories
+    inside path are ever chmod-ed (never path's own parent, such as /tmp)."""
     import shutil
 
+    top = os.path.abspath(path)
+
     def onerror(func, p, exc):
+        parent = os.path.dirname(os.path.abspath(p))
+        if parent != top and not parent.startswith(top + os.sep):
+            return
         try:
-            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(parent, 0o700)
             func(p)
         except OSError:
             pass

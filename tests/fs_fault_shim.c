@@ -12,10 +12,11 @@
  *     fsync EIO /cur
  *     open ENOSPC buzon-uidlist.tmp
  * call is one of open (only opens that may create: O_CREAT), write, fsync, rename, unlink, link;
- * errno one of EIO, ENOSPC, EDQUOT, EROFS; the rule matches when the call's path contains the path
- * part. For write and fsync the path is the one the descriptor was opened with (tracked here for
- * descriptors opened inside the scope); for the *at() calls it is the directory descriptor's path
- * joined with the name; rename matches on either name. A missing or empty file fails nothing. */
+ * errno one of EIO, ENOSPC, EDQUOT, EROFS, or SLOW: the call waits SHIM_SLOW_MS and then runs
+ * (a commit that takes long); the rule matches when the call's path contains the path part. For
+ * write and fsync the path is the one the descriptor was opened with (tracked here for descriptors
+ * opened inside the scope); for the *at() calls it is the directory descriptor's path joined with
+ * the name; rename matches on either name. A missing or empty file fails nothing. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -26,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Descriptors above this are not tracked: a test server opens far fewer. */
@@ -34,13 +37,46 @@
 #define SHIM_CONTROL_MAX 4096
 #define SHIM_PATH_MAX 4096
 
+/* What shim_fault() returns for a SLOW rule, and how long such a call waits. */
+#define SHIM_SLOW (-1)
+#define SHIM_SLOW_MS 1500
+
 static char *shim_fd_paths[SHIM_FD_MAX];
 static pthread_mutex_t shim_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const struct {
 	const char *name;
 	int value;
-} shim_errnos[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}};
+} shim_errnos[] = {
+    {"EIO", EIO}, {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT}, {"EROFS", EROFS}, {"SLOW", SHIM_SLOW}};
+
+/* Waits SHIM_SLOW_MS with a futex wait that nobody wakes: unlike nanosleep(), a call that every
+ * sandboxed buzon process may make. */
+static void shim_pause(void)
+{
+	static int never_woken;
+	struct timespec now, end;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += SHIM_SLOW_MS / 1000;
+	end.tv_nsec += (SHIM_SLOW_MS % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		struct timespec left = {.tv_sec = end.tv_sec - now.tv_sec,
+					.tv_nsec = end.tv_nsec - now.tv_nsec};
+		if (left.tv_nsec < 0) {
+			left.tv_sec--;
+			left.tv_nsec += 1000000000L;
+		}
+		if (left.tv_sec < 0)
+			return;
+		syscall(SYS_futex, &never_woken, FUTEX_WAIT_PRIVATE, 0, &left, NULL, 0);
+	}
+}
 
 static bool shim_in_scope(const char *path)
 {
@@ -134,7 +170,9 @@ static const char *shim_at_path(int dirfd, const char *name, char *buf, size_t s
 #define SHIM_FAIL_IF(call, path)                                                                  \
 	do {                                                                                      \
 		int fault_ = shim_fault(call, path);                                              \
-		if (fault_ != 0) {                                                                \
+		if (fault_ == SHIM_SLOW)                                                          \
+			shim_pause();                                                             \
+		else if (fault_ != 0) {                                                           \
 			errno = fault_;                                                           \
 			return -1;                                                                \
 		}                                                                                 \
@@ -238,8 +276,13 @@ static int shim_rename_fault(int olddirfd, const char *oldname, int newdirfd, co
 	char from[SHIM_PATH_MAX], to[SHIM_PATH_MAX];
 	int fault = shim_fault("rename", shim_at_path(olddirfd, oldname, from, sizeof(from)));
 
-	return fault != 0 ? fault
-			  : shim_fault("rename", shim_at_path(newdirfd, newname, to, sizeof(to)));
+	if (fault == 0)
+		fault = shim_fault("rename", shim_at_path(newdirfd, newname, to, sizeof(to)));
+	if (fault == SHIM_SLOW) {
+		shim_pause();
+		fault = 0;
+	}
+	return fault;
 }
 
 int rename(const char *oldname, const char *newname)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth/auth_client.h"
+#include "auth/recipient.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -18,6 +19,7 @@
 struct auth_pending {
 	struct auth_pending *next;
 	uint32_t id;
+	enum auth_msg_type type; /* of the request's last message: what its answer must carry */
 	auth_reply_callback *callback;
 	void *context;
 	bool failed; /* to be answered with TEMPFAIL from the loop */
@@ -38,9 +40,14 @@ struct auth_client {
 	struct event *fail_event; /* runs failure callbacks outside the caller's stack */
 	uint32_t next_id;
 	uint32_t building_id;
+	enum auth_msg_type building_type;
 	struct auth_msg_builder builder;
 	struct auth_pending *buckets[AUTH_PENDING_BUCKETS];
 	struct auth_outgoing *send_head, *send_tail;
+	struct event *policy_timer;	   /* auth_client_watch_policy(): asks again */
+	uint32_t policy_request;	   /* the POLICY_QUERY in flight, 0 when none */
+	bool policy_known;		   /* policy holds an answer */
+	struct auth_policy_bounds policy;
 };
 
 static struct auth_pending **auth_pending_slot(struct auth_client *client, uint32_t id)
@@ -99,6 +106,45 @@ static void auth_client_break(struct auth_client *client, const char *why)
 	event_active(client->fail_event, 0, 0);
 }
 
+/* Reads the policy fields of a RESULT into reply. Returns -1 if they are out of range (an auth
+ * process that sends them is broken), else 0. */
+static int auth_reply_policy(const struct auth_msg *msg, struct auth_reply *reply)
+{
+	uint32_t expire = auth_msg_u32(msg, AUTH_FIELD_EXPIRE_DAYS, 0);
+	uint32_t delay = auth_msg_u32(msg, AUTH_FIELD_LOGIN_DELAY, 0);
+
+	reply->has_policy = msg->fields[AUTH_FIELD_EXPIRE_DAYS].present &&
+			    msg->fields[AUTH_FIELD_LOGIN_DELAY].present;
+	reply->policy_flags = auth_msg_u32(msg, AUTH_FIELD_POLICY_FLAGS, 0);
+	if (!reply->has_policy)
+		return msg->fields[AUTH_FIELD_EXPIRE_DAYS].present ||
+			       msg->fields[AUTH_FIELD_LOGIN_DELAY].present
+			   ? -1
+			   : 0;
+	if ((expire > RECIPIENT_EXPIRE_DAYS_MAX && expire != AUTH_EXPIRE_NEVER) ||
+	    delay > RECIPIENT_LOGIN_DELAY_MAX ||
+	    (reply->policy_flags &
+	     ~(uint32_t)(AUTH_POLICY_EXPIRE_PER_USER | AUTH_POLICY_LOGIN_DELAY_PER_USER)) != 0)
+		return -1;
+	reply->expire_days = expire == AUTH_EXPIRE_NEVER ? -1 : (int)expire;
+	reply->login_delay_secs = delay;
+	return 0;
+}
+
+/* Whether an OK answer to a request of this type carries what the request needs. */
+static bool auth_reply_ok_complete(enum auth_msg_type request, const char *user,
+				   const char *location, const struct auth_reply *reply)
+{
+	switch (request) {
+	case AUTH_MSG_LOOKUP:
+		return user != NULL && location != NULL;
+	case AUTH_MSG_POLICY_QUERY:
+		return user == NULL && location == NULL && reply->has_policy;
+	default: /* a login */
+		return user != NULL && location != NULL && reply->has_policy;
+	}
+}
+
 static void auth_client_deliver(struct auth_client *client, const struct auth_msg *msg)
 {
 	bool final = msg->type == AUTH_MSG_RESULT;
@@ -116,9 +162,11 @@ static void auth_client_deliver(struct auth_client *client, const struct auth_ms
 		reply.quota_messages = auth_msg_u64(msg, AUTH_FIELD_QUOTA_MESSAGES, 0);
 		user = auth_msg_strdup(msg, AUTH_FIELD_USER);
 		location = auth_msg_strdup(msg, AUTH_FIELD_LOCATION);
-		if (reply.result == AUTH_RESULT_OK && (user == NULL || location == NULL))
-			reply.result =
-			    AUTH_RESULT_TEMPFAIL; /* a broken answer never logs anyone in */
+		/* a broken answer never logs anyone in */
+		if (auth_reply_policy(msg, &reply) < 0 ||
+		    (reply.result == AUTH_RESULT_OK &&
+		     !auth_reply_ok_complete(pending->type, user, location, &reply)))
+			reply.result = AUTH_RESULT_TEMPFAIL;
 		reply.user = user;
 		reply.location = location;
 	} else {
@@ -214,6 +262,8 @@ void auth_client_destroy(struct auth_client **clientp)
 	event_free(client->read_event);
 	event_free(client->write_event);
 	event_free(client->fail_event);
+	if (client->policy_timer != NULL)
+		event_free(client->policy_timer);
 	close(client->fd);
 	auth_msg_wipe(&client->builder);
 	x_free(clientp);
@@ -228,6 +278,7 @@ struct auth_msg_builder *auth_client_begin(struct auth_client *client, enum auth
 		} while (id == 0 || *auth_pending_slot(client, id) != NULL);
 	}
 	client->building_id = id;
+	client->building_type = type;
 	auth_msg_begin(&client->builder, type, id);
 	return &client->builder;
 }
@@ -258,6 +309,7 @@ uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callb
 		pending->id = id;
 		*slot = pending;
 	}
+	pending->type = client->building_type;
 	pending->callback = callback;
 	pending->context = context;
 	if (len == 0 || client->broken) {
@@ -286,4 +338,53 @@ void auth_client_cancel(struct auth_client *client, uint32_t id)
 	auth_msg_begin(&abort_msg, AUTH_MSG_SASL_ABORT, id);
 	auth_client_queue(client, abort_msg.buf, auth_msg_finish(&abort_msg));
 	auth_client_flush(client);
+}
+
+static void auth_client_policy_answered(void *context, const struct auth_reply *reply)
+{
+	struct auth_client *client = context;
+
+	/* a challenge is no answer to this: the auth process is broken; let the request go */
+	if (reply->type != AUTH_MSG_RESULT)
+		auth_client_cancel(client, client->policy_request);
+	client->policy_request = 0;
+	/* a failure (the auth process gone, the passwd-file unreadable) keeps the last answer */
+	if (reply->type != AUTH_MSG_RESULT || reply->result != AUTH_RESULT_OK)
+		return;
+	client->policy = (struct auth_policy_bounds){
+	    .expire_days_min = reply->expire_days,
+	    .login_delay_max = reply->login_delay_secs,
+	    .expire_per_user = (reply->policy_flags & AUTH_POLICY_EXPIRE_PER_USER) != 0,
+	    .login_delay_per_user = (reply->policy_flags & AUTH_POLICY_LOGIN_DELAY_PER_USER) != 0};
+	client->policy_known = true;
+}
+
+static void auth_client_policy_ask(evutil_socket_t fd, short what, void *arg)
+{
+	struct auth_client *client = arg;
+
+	if (client->policy_request != 0 || client->broken)
+		return;
+	(void)auth_client_begin(client, AUTH_MSG_POLICY_QUERY, 0);
+	client->policy_request = auth_client_send(client, auth_client_policy_answered, client);
+}
+
+void auth_client_watch_policy(struct auth_client *client)
+{
+	const struct timeval every = {.tv_sec = AUTH_POLICY_REFRESH_SECS};
+
+	if (client->policy_timer != NULL)
+		return;
+	client->policy_timer =
+	    event_new(event_get_base(client->read_event), -1, EV_PERSIST, auth_client_policy_ask,
+		      client);
+	if (client->policy_timer == NULL)
+		fatal("event_new failed");
+	event_add(client->policy_timer, &every);
+	auth_client_policy_ask(-1, 0, client);
+}
+
+const struct auth_policy_bounds *auth_client_policy_bounds(const struct auth_client *client)
+{
+	return client->policy_known ? &client->policy : NULL;
 }

@@ -22,6 +22,13 @@ struct auth_reply {
 	uint32_t delay_ms;    /* RESULT failures: wait this long before answering the client */
 	uint64_t quota_bytes; /* RESULT of a LOOKUP: the user's limits, 0 for none */
 	uint64_t quota_messages;
+	/* RESULT OK of a login or a POLICY_QUERY: the user's RFC 2449 policies, or (POLICY_QUERY)
+	 * the bounds over every user; checked for range here, so that a broken answer becomes a
+	 * TEMPFAIL instead of a policy */
+	bool has_policy;
+	int expire_days;	       /* -1: NEVER */
+	unsigned int login_delay_secs; /* 0: none */
+	uint32_t policy_flags;	       /* POLICY_QUERY: AUTH_POLICY_* */
 	const unsigned char *challenge;
 	size_t challenge_len;
 };
@@ -44,6 +51,23 @@ struct auth_msg_builder *auth_client_begin(struct auth_client *client, enum auth
  * id (never 0). Failures (a message that does not encode, the auth process gone) are reported
  * through the callback as a TEMPFAIL result, never from inside this call. The builder is wiped. */
 uint32_t auth_client_send(struct auth_client *client, auth_reply_callback *callback, void *context);
+
+/* What CAPA announces before login (RFC 2449 §6.5, §6.7): the smallest EXPIRE and the largest
+ * LOGIN-DELAY of any user, and whether users differ. */
+struct auth_policy_bounds {
+	int expire_days_min; /* -1: NEVER for everyone */
+	unsigned int login_delay_max;
+	bool expire_per_user;
+	bool login_delay_per_user;
+};
+
+/* Asks the auth process for the policy bounds now and every AUTH_POLICY_REFRESH_SECS after, so
+ * that an edited passwd-file shows in CAPA without a reload. For the POP3 workers (LMTP needs no
+ * CAPA). */
+#define AUTH_POLICY_REFRESH_SECS 10
+void auth_client_watch_policy(struct auth_client *client);
+/* The last bounds the auth process sent, or NULL before its first answer. */
+const struct auth_policy_bounds *auth_client_policy_bounds(const struct auth_client *client);
 
 /* Forgets request id, so its callback will not run again; an open SASL conversation is aborted in
  * the auth process too. */

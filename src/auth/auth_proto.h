@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AUTH_PROTO_VERSION 2
+/* 3: the per-user mail policies (EXPIRE_DAYS, LOGIN_DELAY) and POLICY_QUERY */
+#define AUTH_PROTO_VERSION 3
 /* The largest datagram either side sends or accepts: SASL responses are capped by the worker at
  * POP3_MAX_SASL_LINE octets of base64, mailbox locations at PATH_MAX. */
 #define AUTH_PROTO_MAX_MESSAGE 16384
@@ -28,9 +29,13 @@ enum auth_msg_type {
 	AUTH_MSG_SASL_ABORT,	/* the client sent "*" or went away */
 	AUTH_MSG_APOP,		/* APOP: USER, TIMESTAMP, DIGEST, CLIENT */
 	AUTH_MSG_LOOKUP,	/* LMTP RCPT: USER (an address); no password */
+	AUTH_MSG_POLICY_QUERY,	/* the bounds of every user's policies, for CAPA before login */
 	/* auth -> worker */
 	AUTH_MSG_CHALLENGE, /* SASL: send CHALLENGE to the client and wait for a response */
-	AUTH_MSG_RESULT,    /* RESULT; with OK also USER and LOCATION; DELAY_MS on failures */
+	/* RESULT; OK to a login: also USER, LOCATION, EXPIRE_DAYS and LOGIN_DELAY; OK to a LOOKUP:
+	 * USER, LOCATION and the QUOTA_* fields; OK to a POLICY_QUERY: EXPIRE_DAYS (the smallest of
+	 * any user), LOGIN_DELAY (the largest) and POLICY_FLAGS; failures: DELAY_MS */
+	AUTH_MSG_RESULT,
 	AUTH_MSG_TYPE_COUNT
 };
 
@@ -52,6 +57,9 @@ enum auth_field {
 	AUTH_FIELD_DELAY_MS,	/* u32: wait this long before telling the client it failed */
 	AUTH_FIELD_QUOTA_BYTES, /* u64: LOOKUP result: storage limit, 0 for none */
 	AUTH_FIELD_QUOTA_MESSAGES, /* u64: LOOKUP result: message limit, 0 for none */
+	AUTH_FIELD_EXPIRE_DAYS,	   /* u32: RFC 2449 EXPIRE in days, or AUTH_EXPIRE_NEVER */
+	AUTH_FIELD_LOGIN_DELAY,	   /* u32: RFC 2449 LOGIN-DELAY in seconds, 0 for none */
+	AUTH_FIELD_POLICY_FLAGS,   /* u32: AUTH_POLICY_* */
 	AUTH_FIELD_COUNT
 };
 
@@ -59,6 +67,15 @@ enum auth_field {
 enum auth_flag {
 	AUTH_FLAG_TLS = 1 << 0,	     /* the connection is encrypted */
 	AUTH_FLAG_LOOPBACK = 1 << 1, /* the client is on this machine */
+};
+
+/* EXPIRE_DAYS of a user whose mail the server never deletes. */
+#define AUTH_EXPIRE_NEVER UINT32_MAX
+
+/* POLICY_QUERY answer: whether users differ (CAPA then appends "USER", RFC 2449 §6.5, §6.7). */
+enum auth_policy_flag {
+	AUTH_POLICY_EXPIRE_PER_USER = 1 << 0,
+	AUTH_POLICY_LOGIN_DELAY_PER_USER = 1 << 1,
 };
 
 enum auth_result {
@@ -99,6 +116,9 @@ size_t auth_msg_finish(struct auth_msg_builder *b);
 void auth_msg_wipe(struct auth_msg_builder *b);
 
 void auth_msg_add_u64(struct auth_msg_builder *b, enum auth_field tag, uint64_t value);
+
+/* True for the types a worker sends (the auth process closes a connection that sends others). */
+bool auth_msg_type_is_request(enum auth_msg_type type);
 
 /* Decodes and validates a datagram: version, known type, known tags each at most once, lengths
  * that add up exactly, the fields the type requires present and no field it does not allow, no

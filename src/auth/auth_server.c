@@ -94,6 +94,10 @@ struct auth_server {
 	const struct sasl_mech **mechs; /* enabled mechanisms */
 	size_t mech_count;
 	size_t checks_pending; /* submitted to the hasher and not taken back yet */
+	/* over every user of the passwd-file, for CAPA before login (POLICY_QUERY) */
+	uint32_t expire_days_min;     /* AUTH_EXPIRE_NEVER when nobody's mail expires */
+	uint32_t login_delay_max;     /* seconds */
+	uint32_t policy_flags;	      /* AUTH_POLICY_*: the values differ between users */
 };
 
 static void auth_conversation_free(struct auth_conversation **convp)
@@ -174,18 +178,39 @@ static void auth_send(struct auth_conn *conn, struct auth_msg_builder *b)
 }
 
 static void auth_send_result(struct auth_conn *conn, uint32_t id, enum auth_result result,
-			     const char *user, const char *location, unsigned int delay_ms)
+			     unsigned int delay_ms)
 {
 	struct auth_msg_builder b;
 
 	auth_msg_begin(&b, AUTH_MSG_RESULT, id);
 	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, (uint32_t)result);
-	if (user != NULL)
-		auth_msg_add_str(&b, AUTH_FIELD_USER, user);
-	if (location != NULL)
-		auth_msg_add_str(&b, AUTH_FIELD_LOCATION, location);
 	if (delay_ms > 0)
 		auth_msg_add_u32(&b, AUTH_FIELD_DELAY_MS, delay_ms);
+	auth_send(conn, &b);
+}
+
+static uint32_t auth_expire_wire(int expire_days)
+{
+	return expire_days < 0 ? AUTH_EXPIRE_NEVER : (uint32_t)expire_days;
+}
+
+/* A successful login: the user's mailbox and mail policies. entry is NULL for a user the
+ * passwd-file lost while the password was being checked: the config's policies apply. */
+static void auth_send_login_ok(struct auth_server *server, struct auth_conn *conn, uint32_t id,
+			       const char *user, const char *location,
+			       const struct passwd_entry *entry)
+{
+	struct auth_msg_builder b;
+	int expire_days;
+	unsigned int login_delay_secs;
+
+	(void)recipient_policies(server->config, entry, &expire_days, &login_delay_secs, NULL);
+	auth_msg_begin(&b, AUTH_MSG_RESULT, id);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, AUTH_RESULT_OK);
+	auth_msg_add_str(&b, AUTH_FIELD_USER, user);
+	auth_msg_add_str(&b, AUTH_FIELD_LOCATION, location);
+	auth_msg_add_u32(&b, AUTH_FIELD_EXPIRE_DAYS, auth_expire_wire(expire_days));
+	auth_msg_add_u32(&b, AUTH_FIELD_LOGIN_DELAY, login_delay_secs);
 	auth_send(conn, &b);
 }
 
@@ -223,6 +248,8 @@ static unsigned int auth_penalise(struct auth_server *server, const char *client
 	return delay;
 }
 
+static const struct passwd_entry *auth_lookup(struct auth_server *server, const char *user);
+
 /* Answers a finished login attempt: the one place that decides what the worker hears. */
 static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint32_t id,
 			const char *user, const char *client_ip, const unsigned char *fingerprint,
@@ -230,21 +257,19 @@ static void auth_finish(struct auth_server *server, struct auth_conn *conn, uint
 {
 	if (!success) {
 		unsigned int delay = auth_penalise(server, client_ip, fingerprint);
-		auth_send_result(conn, id, AUTH_RESULT_FAIL, NULL, NULL, delay);
+		auth_send_result(conn, id, AUTH_RESULT_FAIL, delay);
 		return;
 	}
 	char *location = config_expand_location(server->config->mail_location, user);
 	if (location == NULL) {
 		log_error("mail_location_invalid", "user=%s", log_quote(user));
-		auth_send_result(conn, id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		auth_send_result(conn, id, AUTH_RESULT_TEMPFAIL, 0);
 		return;
 	}
 	penalty_record_success(server->penalties, client_ip, auth_now_ms());
-	auth_send_result(conn, id, AUTH_RESULT_OK, user, location, 0);
+	auth_send_login_ok(server, conn, id, user, location, auth_lookup(server, user));
 	free(location);
 }
-
-static const struct passwd_entry *auth_lookup(struct auth_server *server, const char *user);
 
 static void auth_check_finished(struct auth_server *server, struct auth_request *req)
 {
@@ -270,6 +295,39 @@ static void auth_report_bad_line(void *context, unsigned int line, const char *m
 		 log_quote(message));
 }
 
+/* The bounds of every user's policies (RFC 2449 §6.5, §6.7: before login, CAPA announces the
+ * smallest EXPIRE and the largest LOGIN-DELAY any user has, with "USER" when they differ). An
+ * empty database has the config's values. Malformed per-user values are logged here, once per
+ * load of the file, and ignored (the config's value applies) wherever they are read. */
+static void auth_policy_bounds_compute(struct auth_server *server)
+{
+	const char *path = server->config->passwd_file;
+	int expire_days;
+	unsigned int delay;
+	const char *error = NULL;
+
+	(void)recipient_policies(server->config, NULL, &expire_days, &delay, NULL);
+	server->expire_days_min = auth_expire_wire(expire_days);
+	server->login_delay_max = delay;
+	server->policy_flags = 0;
+	for (size_t i = 0; i < server->db.count; i++) {
+		const struct passwd_entry *entry = &server->db.entries[i];
+		if (recipient_policies(server->config, entry, &expire_days, &delay, &error) < 0)
+			log_warn("passwd_field_ignored", "file=%s line=%u user=%s reason=%s",
+				 log_quote(path), entry->line, log_quote(entry->user),
+				 log_quote(error));
+		uint32_t expire = auth_expire_wire(expire_days);
+		if (i > 0 && expire != server->expire_days_min)
+			server->policy_flags |= AUTH_POLICY_EXPIRE_PER_USER;
+		if (i > 0 && delay != server->login_delay_max)
+			server->policy_flags |= AUTH_POLICY_LOGIN_DELAY_PER_USER;
+		if (i == 0 || expire < server->expire_days_min)
+			server->expire_days_min = expire;
+		if (i == 0 || delay > server->login_delay_max)
+			server->login_delay_max = delay;
+	}
+}
+
 /* Loads the passwd-file the first time and whenever it changes on disk, so that `buzon user add`
  * takes effect without a reload. A file that cannot be read keeps the last good copy. */
 static int auth_db_refresh(struct auth_server *server)
@@ -292,6 +350,7 @@ static int auth_db_refresh(struct auth_server *server)
 		passwd_db_free(&server->db);
 	server->db = fresh;
 	server->db_loaded = true;
+	auth_policy_bounds_compute(server);
 	log_info("passwd_loaded", "file=%s users=%zu", log_quote(path), fresh.count);
 	if (plaintext > 0)
 		log_warn("passwd_plaintext", "file=%s users=%zu hint=%s", log_quote(path),
@@ -387,7 +446,7 @@ static void auth_handle_verify(struct auth_server *server, struct auth_conn *con
 {
 	if (!auth_cleartext_allowed(server, auth_msg_u32(msg, AUTH_FIELD_FLAGS, 0))) {
 		log_warn("auth_cleartext_refused", "ip=%s", log_quote(client_ip));
-		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, 0);
 		return;
 	}
 	auth_check_password(server, conn, msg->id, auth_msg_strdup(msg, AUTH_FIELD_USER),
@@ -421,12 +480,12 @@ static void auth_handle_lookup(struct auth_server *server, struct auth_conn *con
 
 	free(address);
 	if (entry == NULL) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, 0);
 		return;
 	}
 	char *location = config_expand_location(server->config->mail_location, entry->user);
 	if (location == NULL) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, 0);
 		return;
 	}
 	uint64_t bytes, messages;
@@ -592,7 +651,7 @@ static void auth_handle_sasl_start(struct auth_server *server, struct auth_conn 
 	if (mech == NULL ||
 	    !auth_mech_allowed(server, mech, auth_msg_u32(msg, AUTH_FIELD_FLAGS, 0)) ||
 	    conn->conversation_count >= AUTH_MAX_CONVERSATIONS_PER_CONN) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, 0);
 		return;
 	}
 	struct auth_conversation *old = auth_conversation_take(conn, msg->id);
@@ -608,10 +667,25 @@ static void auth_handle_sasl_continue(struct auth_server *server, struct auth_co
 	struct auth_conversation *c = auth_conversation_take(conn, msg->id);
 
 	if (c == NULL) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_FAIL, 0);
 		return;
 	}
 	auth_conversation_step(server, conn, c, msg);
+}
+
+/* POLICY_QUERY: what CAPA announces before login. Carries no credentials, so it is answered
+ * whatever the client's address. */
+static void auth_handle_policy_query(struct auth_server *server, struct auth_conn *conn,
+				     const struct auth_msg *msg)
+{
+	struct auth_msg_builder b;
+
+	auth_msg_begin(&b, AUTH_MSG_RESULT, msg->id);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, AUTH_RESULT_OK);
+	auth_msg_add_u32(&b, AUTH_FIELD_EXPIRE_DAYS, server->expire_days_min);
+	auth_msg_add_u32(&b, AUTH_FIELD_LOGIN_DELAY, server->login_delay_max);
+	auth_msg_add_u32(&b, AUTH_FIELD_POLICY_FLAGS, server->policy_flags);
+	auth_send(conn, &b);
 }
 
 /* Whether client_ip is banned. An administrator lifts a ban in the shared table (`buzon ban del`),
@@ -643,15 +717,17 @@ static void auth_handle_message(struct auth_server *server, struct auth_conn *co
 			auth_conversation_free(&c);
 	} else if (msg->type == AUTH_MSG_SASL_CONTINUE) {
 		auth_handle_sasl_continue(server, conn, msg);
-	} else if (msg->type == AUTH_MSG_LOOKUP) {
+	} else if (msg->type == AUTH_MSG_LOOKUP || msg->type == AUTH_MSG_POLICY_QUERY) {
 		if (auth_db_refresh(server) < 0)
-			auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
-		else
+			auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, 0);
+		else if (msg->type == AUTH_MSG_LOOKUP)
 			auth_handle_lookup(server, conn, msg);
+		else
+			auth_handle_policy_query(server, conn, msg);
 	} else if (client_ip != NULL && auth_client_banned(server, client_ip)) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_BANNED, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_BANNED, 0);
 	} else if (auth_db_refresh(server) < 0) {
-		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, NULL, NULL, 0);
+		auth_send_result(conn, msg->id, AUTH_RESULT_TEMPFAIL, 0);
 	} else if (msg->type == AUTH_MSG_VERIFY) {
 		auth_handle_verify(server, conn, msg, client_ip);
 	} else if (msg->type == AUTH_MSG_APOP) {
@@ -680,7 +756,7 @@ static void auth_conn_datagram(struct auth_server *server, size_t index, const u
 {
 	struct auth_msg msg;
 
-	if (auth_msg_decode(buf, len, &msg) < 0 || msg.type > AUTH_MSG_LOOKUP) {
+	if (auth_msg_decode(buf, len, &msg) < 0 || !auth_msg_type_is_request(msg.type)) {
 		log_warn("auth_request_malformed", "bytes=%zu", len);
 		auth_conn_close(server, index);
 	} else {

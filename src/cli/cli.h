@@ -13,6 +13,13 @@ int cli_user_main(int argc, char **argv);
 int cli_hash_main(int argc, char **argv);
 /* buzon deliver [-c FILE] -u USER [-f SENDER]: delivers stdin; exit codes per sysexits.h */
 int cli_deliver_main(int argc, char **argv);
+/* The undelete window (retention_cmd.c): buzon undelete [-c FILE] [--since TIME] [--uidl X]...
+ * [--dry-run] USER, and buzon purge [-c FILE] [USER...]; exit codes per sysexits.h. */
+int cli_undelete_main(int argc, char **argv);
+int cli_purge_main(int argc, char **argv);
+/* buzon import [-c FILE] [--dry-run] USER...: imports the UIDLs of the replaced server's
+ * dovecot-uidlist or courierpop3dsizelist (import_cmd.c); exit codes per sysexits.h. */
+int cli_import_main(int argc, char **argv);
 
 /* The operator's commands, which ask the running server over its control socket
  * (admin_cmd.c): buzon who, kick USER|IP, stats, reload, ban list|add|del, each with -c FILE.

@@ -41,6 +41,7 @@
 #include "net/systemd_listen.h"
 #include "lmtp/lmtp.h"
 #include "net/tls.h"
+#include "pop3/takeover_table.h"
 #include "pop3/worker.h"
 
 /* After the drain time, children get this much longer to exit before they are killed. */
@@ -121,6 +122,7 @@ struct master {
 	struct ip_limit *ip_limit;
 	struct ip_limit *session_limit;
 	struct ban_table *bans;	  /* written by the auth process, read by the workers */
+	struct takeover_table *takeover; /* maildrops held by POP3 sessions, for lock takeovers */
 	struct metrics *metrics;  /* every child's counters, read by the admin process */
 	bool stopping;
 	int64_t stop_deadline_ms; /* past it, children still running are killed */
@@ -403,6 +405,7 @@ static void master_free(struct master *master)
 	ip_limit_destroy(&master->ip_limit);
 	ip_limit_destroy(&master->session_limit);
 	ban_table_destroy(&master->bans);
+	takeover_table_destroy(&master->takeover);
 	metrics_destroy(&master->metrics);
 	config_free(&master->config);
 }
@@ -625,6 +628,7 @@ static int master_spawn_worker(struct master *master, unsigned int index)
 		    .ip_limit = master->ip_limit,
 		    .session_limit = master->session_limit,
 		    .bans = master->bans,
+		    .takeover = master->takeover,
 		    .tls = master->tls_loaded ? &master->tls : NULL,
 		};
 		int status = pop3_worker_main(master->config, &setup);
@@ -880,6 +884,8 @@ static void master_reap(struct master *master)
 		if (!clean || !expected)
 			master->child_failed = true;
 		master_log_exit(master_role_names[dead.role], pid, status, expected);
+		if (dead.role == MASTER_ROLE_POP3) /* its maildrop locks died with it */
+			takeover_table_forget_process(master->takeover, pid);
 		master_child_remove(master, pos);
 		if (!expected && dead.generation == master->generation)
 			master_respawn(master, &dead);
@@ -1220,6 +1226,7 @@ static int master_start(struct master *master)
 	master->ip_limit = ip_limit_create();
 	master->session_limit = ip_limit_create();
 	master->bans = ban_table_create();
+	master->takeover = takeover_table_create();
 	master->metrics = metrics_create(MASTER_METRICS_SLOTS);
 	/* a worker or the admin process that exits while the master writes to it must not kill
 	 * the master */

@@ -19,6 +19,7 @@
 #include "net/tls.h"
 #include "sasl/sasl.h"
 #include "store/store.h"
+#include "store/uidl_import.h"
 
 enum config_type {
 	CONFIG_STRING,
@@ -44,6 +45,7 @@ enum config_type {
 	CONFIG_SYSLOG_FACILITY,
 	CONFIG_PATH, /* an absolute path */
 	CONFIG_LOCK_TAKEOVER,
+	CONFIG_UIDL_FORMAT, /* a pop3_uidl_format buzon can reproduce (store/uidl_import.h) */
 };
 
 struct config_key {
@@ -133,8 +135,10 @@ static const struct config_key config_keys[] = {
     /* messages deleted through POP3 are kept hidden this long (buzon undelete); 0: unlinked */
     KEY("mail", "deleted_retention", CONFIG_DURATION, deleted_retention_secs, "7d", 0,
 	3650U * 86400),
+    /* how often POP3 worker 0 walks the mail root to purge what the undelete window let go */
+    KEY("mail", "purge_interval", CONFIG_DURATION, purge_interval_secs, "1h", 0, 7 * 86400),
     /* the UIDL format of the server buzon replaces, for mailboxes imported from its index */
-    KEY("mail", "import_uidl_format", CONFIG_STRING, import_uidl_format, "%08Xu%08Xv", 0, 0),
+    KEY("mail", "import_uidl_format", CONFIG_UIDL_FORMAT, import_uidl_format, "%08Xu%08Xv", 0, 0),
     KEY("lmtp", "listen", CONFIG_LMTP_LISTEN, lmtp_listens, NULL, 0, 0),
     KEY("lmtp", "max_message_size", CONFIG_SIZE, lmtp_max_message_size, "50M", 0, 0),
     KEY("lmtp", "quota_full_tempfail", CONFIG_BOOL, lmtp_quota_full_tempfail, "no", 0, 0),
@@ -526,6 +530,14 @@ static int config_set(struct buzon_config *config, const struct config_key *key,
 		*(char **)field = xstrdup(value);
 		return 0;
 	}
+	case CONFIG_UIDL_FORMAT: {
+		struct uidl_format format;
+		if (uidl_format_parse(value, &format, error_r) < 0)
+			return -1;
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	}
 	}
 	return -1;
 }
@@ -669,7 +681,7 @@ void config_free(struct buzon_config **configp)
 		    config_keys[i].type == CONFIG_MECHANISMS ||
 		    config_keys[i].type == CONFIG_NETWORKS || config_keys[i].type == CONFIG_SNI ||
 		    config_keys[i].type == CONFIG_SYSLOG_FACILITY ||
-		    config_keys[i].type == CONFIG_PATH)
+		    config_keys[i].type == CONFIG_UIDL_FORMAT || config_keys[i].type == CONFIG_PATH)
 			free(*(char **)((char *)config + config_keys[i].offset));
 		if (config_keys[i].type == CONFIG_LISTEN) {
 			struct config_listen *listens =
@@ -707,6 +719,7 @@ static void config_print_value(const struct buzon_config *config, const struct c
 	case CONFIG_NETWORKS:
 	case CONFIG_SNI:
 	case CONFIG_SYSLOG_FACILITY:
+	case CONFIG_UIDL_FORMAT:
 	case CONFIG_PATH: {
 		const char *s = *(char *const *)field;
 		fputs(s != NULL ? s : "", out);

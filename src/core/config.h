@@ -103,6 +103,7 @@ struct buzon_config {
 	uint64_t quota_bytes;	 /* default storage limit per user; 0: none */
 	uint64_t quota_messages; /* default message limit per user; 0: none */
 	unsigned int deleted_retention_secs; /* deleted messages kept hidden this long; 0: none */
+	unsigned int purge_interval_secs;    /* background purge pass this often; 0: none */
 	char *import_uidl_format; /* the replaced server's UIDL format (Dovecot's variables) */
 
 	/* [lmtp] */

@@ -43,7 +43,7 @@ static const char *const metrics_login_result_names[METRICS_LOGIN_RESULT_COUNT] 
 /* The commands of the table in src/pop3/commands.c, then "unknown" for everything else. */
 static const char *const metrics_command_names[] = {
     "USER", "PASS", "APOP", "AUTH", "UTF8", "STLS", "CAPA", "QUIT",   "STAT",
-    "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",  "UIDL", "unknown"};
+    "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP",  "UIDL", "LANG", "unknown"};
 #define METRICS_COMMAND_COUNT	ARRAY_SIZE(metrics_command_names)
 #define METRICS_COMMAND_UNKNOWN (METRICS_COMMAND_COUNT - 1)
 

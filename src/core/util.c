@@ -280,6 +280,16 @@ int64_t monotonic_ms(void)
 	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+time_t wall_now(void)
+{
+	const char *fixed = getenv("BUZON_TEST_NOW");
+	unsigned long long seconds;
+
+	if (fixed != NULL && str_parse_uint(fixed, 0, INT64_MAX, &seconds) == 0)
+		return (time_t)seconds;
+	return time(NULL);
+}
+
 void block_stop_signals(void)
 {
 	sigset_t stop_signals;

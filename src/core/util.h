@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <time.h>
 
 #define BUZON_VERSION "0.1.0"
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -76,6 +77,11 @@ int mkdir_parents(const char *path, unsigned int mode);
 /* Milliseconds of CLOCK_MONOTONIC: for durations and deadlines, which must not jump when the
  * wall clock is set. */
 int64_t monotonic_ms(void);
+
+/* Wall-clock seconds since the epoch, for times that are stored (last login, retrieval and
+ * deletion times). Test hook, inert unless set in the environment: BUZON_TEST_NOW=SECONDS makes it
+ * return that fixed value instead, so that tests of delays and retention periods need not wait. */
+time_t wall_now(void);
 
 /* Blocks SIGTERM, SIGINT and SIGUSR1 for good. For a child whose event loop has ended: it is on its
  * way out, and a stop signal arriving now (the master signals every child when it stops) must not

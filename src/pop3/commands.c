@@ -15,7 +15,9 @@
 #include "core/util.h"
 #include "pop3/commands.h"
 #include "pop3/parse.h"
+#include "pop3/policy.h"
 #include "pop3/session.h"
+#include "pop3/takeover.h"
 #include "pop3/worker.h"
 
 #define ALL_STATES (POP3_STATE_AUTHORIZATION | POP3_STATE_TRANSACTION)
@@ -103,17 +105,17 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
 
 	/* RFC 2449 §5: what is announced before login stays announced after it; RFC 2595 §4:
 	 * after STLS the list may change (no STLS, USER where plaintext is now allowed) */
-	evbuffer_add_printf(out,
-			    "+OK Capability list follows\r\n"
-			    "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
-			    "AUTH-RESP-CODE\r\nEXPIRE %s\r\n",
-			    session->worker->config->expire);
+	pop3_reply_ok(session, "Capability list follows");
+	static const char fixed[] = "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
+	evbuffer_add(out, fixed, sizeof(fixed) - 1);
+	pop3_capa_policies(session, out);
 	if (pop3_session_cleartext_allowed(session))
 		evbuffer_add(out, "USER\r\n", 6);
 	if (pop3_stls_offered(session))
 		evbuffer_add(out, "STLS\r\n", 6);
 	/* RFC 6856: UTF-8 user names and passwords are accepted with USER/PASS too */
 	evbuffer_add(out, "UTF8 USER\r\n", 11);
+	evbuffer_add(out, "LANG\r\n", 6); /* RFC 6856 §3 */
 	pop3_capa_sasl(session, out);
 	if (session->state == POP3_STATE_TRANSACTION)
 		evbuffer_add_printf(out, "IMPLEMENTATION %s\r\n", session->worker->implementation);
@@ -125,6 +127,10 @@ static enum pop3_outcome pop3_cmd_capa(struct pop3_session *session,
  * message one takes milliseconds); smaller ones are closed on the spot. */
 #define POP3_CLOSE_OFFLOAD_MIN 1000
 
+/* A QUIT purges at most this many messages from the undelete area, so that its reply never waits
+ * for a large purge (a few ms of unlinks); the background purge takes the rest. */
+#define POP3_COMMIT_PURGE_MAX 200
+
 /* QUIT's commit unlinks, renames and fsyncs: it runs on the worker's offload threads. The job owns
  * the snapshot and the session's marks from submission on, and unlocks the maildrop when done, so
  * a session that goes away meanwhile changes nothing about the outcome. */
@@ -135,6 +141,8 @@ struct pop3_commit_job {
 	bool *retrieved;
 	bool mark_seen;
 	bool apply; /* false: nothing to change, only the unlock (of a big snapshot) */
+	struct store_policy policy;	   /* the undelete window and the user's EXPIRE */
+	struct store_commit_report report; /* what EXPIRE and the purge did */
 	size_t deleted_count;
 	size_t live;
 	char *session_id;
@@ -149,7 +157,9 @@ static void pop3_commit_job_run(struct offload_job *job)
 	struct pop3_commit_job *commit = (struct pop3_commit_job *)job;
 	struct store_changes changes = {.deleted = commit->deleted,
 					.retrieved = commit->retrieved,
-					.mark_seen = commit->mark_seen};
+					.mark_seen = commit->mark_seen,
+					.policy = &commit->policy,
+					.report_r = &commit->report};
 
 	if (commit->apply)
 		commit->ret = commit->box->backend->commit(commit->box, &changes, &commit->kind,
@@ -192,6 +202,13 @@ static void pop3_commit_job_done(struct offload_job *job)
 			    commit->kind == STORE_ERROR_PERM ? "[SYS/PERM]" : "[SYS/TEMP]");
 		} else if (!commit->apply) {
 			pop3_reply_ok(session, "Logging out, %zu messages left", commit->live);
+		} else if (commit->report.expired > 0) {
+			/* RFC 2449 EXPIRE removed retrieved messages the client had left */
+			session->committed_deletions = commit->deleted_count;
+			pop3_reply_ok(session,
+				      "Logging out, %zu messages deleted and %zu expired, %zu left",
+				      commit->deleted_count, commit->report.expired,
+				      commit->live - commit->report.expired);
 		} else {
 			session->committed_deletions = commit->deleted_count;
 			pop3_reply_ok(session, "Logging out, %zu messages deleted, %zu left",
@@ -214,8 +231,17 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 	uint64_t size;
 
 	session->close_reason = "quit";
+	/* from here the maildrop is being released (or committed): no takeover may end it */
+	pop3_takeover_committing(session);
 	pop3_count_live(session, &live, &size);
-	bool apply = session->deleted_count > 0 || (mark_seen && session->retrieved_count > 0);
+	struct store_policy policy = {
+	    .deleted_retention_secs = session->worker->config->deleted_retention_secs,
+	    .expire_days = session->expire_days,
+	    .purge_max = POP3_COMMIT_PURGE_MAX,
+	    .now = wall_now()};
+	/* a RETR is recorded (its time, for EXPIRE) even when no Seen flag is set */
+	bool apply = session->deleted_count > 0 || session->retrieved_count > 0 ||
+		     store_upkeep_due(session->box, &policy);
 	if (!apply && session->box->count < POP3_CLOSE_OFFLOAD_MIN) {
 		session->box->backend->close(&session->box); /* unlock before the +OK */
 		pop3_reply_ok(session, "Logging out, %zu messages left", live);
@@ -230,6 +256,7 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 	commit->deleted = session->deleted;
 	commit->retrieved = session->retrieved;
 	commit->mark_seen = mark_seen;
+	commit->policy = policy;
 	commit->deleted_count = session->deleted_count;
 	commit->live = live;
 	commit->session_id = xstrdup(session->id);
@@ -320,7 +347,7 @@ static enum pop3_outcome pop3_send_message(struct pop3_session *session, size_t 
 	session->reader = session->box->backend->read_open(session->box, index, &kind, &error);
 	if (session->reader == NULL) {
 		log_error("message_open_failed", "session=%s user=%s uidl=%s error=%s", session->id,
-			  log_quote(session->login_user), msg->uidl,
+			  log_quote(session->login_user), log_quote(msg->uidl),
 			  log_quote(error != NULL ? error : ""));
 		free(error);
 		pop3_reply_err(session, "%s Message %zu cannot be read now",
@@ -415,6 +442,7 @@ static const struct pop3_command pop3_commands[] = {
     {"RSET", POP3_STATE_TRANSACTION, 0, 0, pop3_cmd_rset},
     {"TOP", POP3_STATE_TRANSACTION, 2, 2, pop3_cmd_top},
     {"UIDL", POP3_STATE_TRANSACTION, 0, 1, pop3_cmd_uidl},
+    {"LANG", ALL_STATES, 0, 1, pop3_cmd_lang},
 };
 
 static const struct pop3_command *pop3_command_find(const char *keyword)
@@ -489,7 +517,8 @@ static bool pop3_output_full(struct pop3_session *session)
 }
 
 /* One LIST or UIDL line at p ("n size" or "n uidl", CRLF); returns the end. The longest line is
- * 20 + 1 + 20 + 2 octets, well within POP3_LISTING_LINE_MAX. */
+ * 20 + 1 + STORE_UIDL_MAX + 2 octets (a UIDL kept from another server may have 70), within
+ * POP3_LISTING_LINE_MAX. */
 static char *pop3_put_listing_line(char *p, enum pop3_stream_kind kind,
 				   const struct store_message *msg, size_t number)
 {
@@ -498,15 +527,16 @@ static char *pop3_put_listing_line(char *p, enum pop3_stream_kind kind,
 	if (kind == POP3_STREAM_LIST) {
 		p = str_put_u64(p, msg->size);
 	} else {
-		memcpy(p, msg->uidl, STORE_UIDL_LEN);
-		p += STORE_UIDL_LEN;
+		size_t len = strlen(msg->uidl);
+		memcpy(p, msg->uidl, len);
+		p += len;
 	}
 	*p++ = '\r';
 	*p++ = '\n';
 	return p;
 }
 
-#define POP3_LISTING_LINE_MAX 64
+#define POP3_LISTING_LINE_MAX 96
 
 /* LIST and UIDL without an argument. Lines are formatted by hand into blocks: a mailbox of a
  * hundred thousand messages would spend most of its listing time in printf otherwise. */

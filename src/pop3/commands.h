@@ -13,6 +13,8 @@ enum pop3_outcome pop3_cmd_pass(struct pop3_session *session, const struct pop3_
 enum pop3_outcome pop3_cmd_apop(struct pop3_session *session, const struct pop3_command_line *cmd);
 enum pop3_outcome pop3_cmd_auth(struct pop3_session *session, const struct pop3_command_line *cmd);
 enum pop3_outcome pop3_cmd_utf8(struct pop3_session *session, const struct pop3_command_line *cmd);
+/* lang.c */
+enum pop3_outcome pop3_cmd_lang(struct pop3_session *session, const struct pop3_command_line *cmd);
 
 /* A client response line during a SASL exchange (RFC 5034): base64, "=" for empty, "*" cancels. */
 enum pop3_outcome pop3_sasl_response(struct pop3_session *session, const char *line);

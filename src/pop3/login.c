@@ -18,6 +18,8 @@
 #include "net/ip_limit.h"
 #include "net/tls.h"
 #include "pop3/commands.h"
+#include "pop3/policy.h"
+#include "pop3/takeover.h"
 #include "pop3/worker.h"
 #include "sasl/sasl.h"
 
@@ -26,8 +28,11 @@
 /* USER/PASS (and PLAIN/LOGIN) where passwords would cross the network unencrypted. */
 static enum pop3_outcome pop3_refuse_cleartext(struct pop3_session *session)
 {
-	pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS%s",
-		       session->worker->tls_ctx != NULL ? "; use STLS or port 995" : "");
+	if (session->worker->tls_ctx != NULL)
+		pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS; use "
+					"STLS or port 995");
+	else
+		pop3_reply_err(session, "[AUTH] Plaintext logins are not allowed without TLS");
 	return POP3_OUTCOME_BAD;
 }
 
@@ -52,14 +57,67 @@ struct pop3_open_job {
 	enum store_error kind;
 	char *error;
 	int ret;
+	int expire_days;		/* the user's policies from the auth process */
+	struct pop3_login_delay delay;	/* refused when delay.wait_secs > 0 */
+	/* [pop3] lock_takeover (takeover.c): the maildrop lock's identity, when the worker
+	 * publishes locks and it could be found; when the open that took the lock started (the lock
+	 * was taken after it), and when this login first tried */
+	bool want_lock_id;
+	bool lock_id_known;
+	struct store_lock_id lock_id;
+	int64_t locked_ms;
+	int64_t attempt_ms;
 };
+
+/* Finds who to look for in the takeover table: the lock this login holds, or the one that
+ * stopped it. */
+static void pop3_open_job_identify_lock(struct pop3_open_job *job, int64_t open_started_ms)
+{
+	if (!job->want_lock_id || job->backend->lock_identity == NULL ||
+	    (job->ret < 0 && job->kind != STORE_ERROR_IN_USE))
+		return;
+	job->locked_ms = open_started_ms;
+	job->lock_id_known = job->backend->lock_identity(job->path, &job->lock_id) == 0;
+}
 
 static void pop3_open_job_run(struct offload_job *job)
 {
 	struct pop3_open_job *open_job = (struct pop3_open_job *)job;
 
+	/* checked first so that a refused login costs no directory scan */
+	if (pop3_login_delay_refuses(&open_job->delay, open_job->backend, open_job->path))
+		return;
+	int64_t open_started_ms = monotonic_ms();
+	if (open_job->attempt_ms == 0)
+		open_job->attempt_ms = open_started_ms;
 	open_job->ret = open_job->backend->open(open_job->path, &open_job->box, &open_job->kind,
 						&open_job->error);
+	pop3_open_job_identify_lock(open_job, open_started_ms);
+	if (open_job->ret < 0 || open_job->delay.delay_secs == 0)
+		return;
+	/* again under the maildrop lock: another login of the user may have got in meanwhile */
+	if (pop3_login_delay_refuses(&open_job->delay, open_job->backend, open_job->path)) {
+		open_job->box->backend->close(&open_job->box);
+		return;
+	}
+	pop3_login_delay_record(&open_job->delay, open_job->backend, open_job->path);
+}
+
+/* RFC 2449 §8.1.1: the user logged in less than their LOGIN-DELAY ago. */
+static enum pop3_outcome pop3_login_too_soon(struct pop3_session *session,
+					     struct pop3_open_job *job)
+{
+	struct pop3_worker *worker = session->worker;
+
+	if (session->session_counted)
+		ip_limit_release(worker->session_limit, (const struct sockaddr *)&session->peer);
+	session->session_counted = false;
+	log_info("login_refused", "session=%s user=%s ip=%s reason=login_delay wait=%us",
+		 session->id, log_quote(job->user), session->ip, job->delay.wait_secs);
+	metrics_count_login(session->login_mechanism, METRICS_LOGIN_REFUSED);
+	pop3_reply_err(session, "[LOGIN-DELAY] Too soon after the last login, wait %u seconds",
+		       job->delay.wait_secs);
+	return POP3_OUTCOME_OK;
 }
 
 static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct pop3_open_job *job)
@@ -67,6 +125,12 @@ static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct 
 	struct pop3_worker *worker = session->worker;
 	const char *user = job->user;
 
+	pop3_takeover_wait_end(session); /* answered now, whatever the answer */
+	if (job->delay.warning != NULL)
+		log_warn("login_delay_record_failed", "session=%s user=%s error=%s", session->id,
+			 log_quote(user), log_quote(job->delay.warning));
+	if (job->delay.wait_secs > 0)
+		return pop3_login_too_soon(session, job);
 	if (job->ret < 0) {
 		if (session->session_counted)
 			ip_limit_release(worker->session_limit,
@@ -93,6 +157,10 @@ static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct 
 	metrics_count_login(session->login_mechanism, METRICS_LOGIN_OK);
 	pop3_session_set_timeouts(session);
 	session->login_user = xstrdup(user);
+	session->expire_days = job->expire_days;
+	session->login_delay_secs = job->delay.delay_secs;
+	if (job->lock_id_known)
+		pop3_takeover_hold(session, &job->lock_id, job->locked_ms);
 	session->deleted = xcalloc(session->box->count, sizeof(bool));
 	session->retrieved = xcalloc(session->box->count, sizeof(bool));
 	log_info("login", "session=%s user=%s ip=%s mechanism=%s tls=%s messages=%zu octets=%llu",
@@ -102,6 +170,29 @@ static enum pop3_outcome pop3_login_opened(struct pop3_session *session, struct 
 	pop3_reply_ok(session, "Logged in, %zu messages (%llu octets)", session->box->count,
 		      (unsigned long long)session->box->total_size);
 	return POP3_OUTCOME_OK;
+}
+
+/* Makes a job that found the maildrop locked ready to try again. */
+static void pop3_open_job_prepare_retry(struct pop3_store_job *base)
+{
+	struct pop3_open_job *job = (struct pop3_open_job *)base;
+
+	x_free(&job->error);
+	pop3_login_delay_clear(&job->delay);
+	job->ret = 0;
+	job->kind = STORE_ERROR_NONE;
+	job->lock_id_known = false;
+	job->base.job.ran = false;
+}
+
+/* [pop3] lock_takeover: a login that found its maildrop locked may wait for the holder to go
+ * (takeover.c keeps the job and runs it again). */
+static bool pop3_open_job_wait_takeover(struct pop3_session *session, struct pop3_open_job *job)
+{
+	return job->ret < 0 && job->kind == STORE_ERROR_IN_USE && job->delay.wait_secs == 0 &&
+	       job->lock_id_known &&
+	       pop3_takeover_wait(session, &job->lock_id, job->attempt_ms, &job->base,
+				  pop3_open_job_prepare_retry);
 }
 
 static void pop3_open_job_done(struct offload_job *job)
@@ -117,6 +208,8 @@ static void pop3_open_job_done(struct offload_job *job)
 	if (session != NULL) {
 		session->store_job = NULL;
 		session->store_waiting = false;
+		if (job->ran && pop3_open_job_wait_takeover(session, open_job))
+			return;
 		pop3_session_resume(session, pop3_login_opened(session, open_job));
 	}
 	/* a session that went away meanwhile leaves the maildrop to be unlocked here */
@@ -125,12 +218,14 @@ static void pop3_open_job_done(struct offload_job *job)
 	free(open_job->path);
 	free(open_job->user);
 	free(open_job->error);
+	pop3_login_delay_clear(&open_job->delay);
 	free(open_job);
 }
 
-static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, const char *user,
-						 const char *location)
+static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session,
+						 const struct auth_reply *reply)
 {
+	const char *user = reply->user, *location = reply->location;
 	const char *path;
 	const struct store_backend *backend = store_backend_find(location, &path);
 	struct pop3_worker *worker = session->worker;
@@ -152,6 +247,9 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 	job->base.job.done = pop3_open_job_done;
 	job->base.session = session;
 	job->user = xstrdup(user);
+	job->expire_days = reply->expire_days;
+	job->delay = (struct pop3_login_delay){.delay_secs = reply->login_delay_secs,
+					       .now = wall_now()};
 	if (backend == NULL) {
 		job->ret = -1;
 		job->kind = STORE_ERROR_PERM;
@@ -163,6 +261,7 @@ static enum pop3_outcome pop3_login_open_mailbox(struct pop3_session *session, c
 	}
 	job->backend = backend;
 	job->path = xstrdup(path);
+	job->want_lock_id = worker->takeover != NULL;
 	session->store_job = &job->base;
 	session->store_waiting = true;
 	offload_submit(worker->offload, &job->base.job);
@@ -177,7 +276,7 @@ static void pop3_login_result(struct pop3_session *session, const struct auth_re
 	switch (reply->result) {
 	case AUTH_RESULT_OK:
 		pop3_session_resume(session,
-				    pop3_login_open_mailbox(session, reply->user, reply->location));
+				    pop3_login_open_mailbox(session, reply));
 		return;
 	case AUTH_RESULT_BANNED:
 		log_info("login_refused", "session=%s ip=%s reason=banned", session->id,

@@ -27,6 +27,7 @@
 #include "pop3/commands.h"
 #include "pop3/parse.h"
 #include "pop3/session.h"
+#include "pop3/takeover.h"
 #include "pop3/worker.h"
 
 /* Input read ahead of the command being run; a pipelining client blocks on TCP beyond this. */
@@ -48,7 +49,7 @@ static void pop3_reply_line(struct pop3_session *session, const char *status, co
 	struct evbuffer *out = bufferevent_get_output(session->bev);
 	char text[512];
 
-	vsnprintf(text, sizeof(text), fmt, args);
+	vsnprintf(text, sizeof(text), pop3_lang_format(session->lang, fmt), args);
 	if (status[0] == '-')
 		metrics_count_error_reply(text);
 	evbuffer_add_printf(out, "%s%s%s\r\n", status, text[0] != '\0' ? " " : "", text);
@@ -248,6 +249,9 @@ int pop3_session_start_tls(struct pop3_session *session)
 	struct evbuffer *in = bufferevent_get_input(plain);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	session->discarding_line = false;
+	/* a LANG sent in plaintext may come from a man in the middle (RFC 6856 §7): the TLS
+	 * session starts in the default language, as it starts without the plaintext input */
+	session->lang = POP3_LANG_EN;
 	struct bufferevent *tls = pop3_session_tls_bev(session, -1, plain);
 	if (tls == NULL) {
 		log_error("tls_start_failed", "session=%s", session->id);
@@ -432,6 +436,8 @@ void pop3_session_destroy(struct pop3_session *session, const char *reason)
 		event_free(session->close_timer);
 	if (session->store_job != NULL)
 		session->store_job->session = NULL; /* it finishes on its own */
+	pop3_takeover_wait_end(session);
+	pop3_takeover_release(session);
 	if (session->box != NULL)
 		session->box->backend->close(&session->box);
 	pop3_session_release_prelogin(session);
@@ -565,6 +571,24 @@ static bool pop3_session_apply(struct pop3_session *session, enum pop3_outcome o
 	return false;
 }
 
+/* The -ERR for a line pop3_session_read_line() refused (ret -1: too long, -2: NUL bytes). A
+ * refused SASL response ends its exchange: the client reads this -ERR as the end of it, and its
+ * next line is a command. Whole sentences, so that each can be translated (pop3/lang.h). */
+static void pop3_reply_bad_line(struct pop3_session *session, int ret)
+{
+	if (ret == -1 && session->sasl_active)
+		pop3_reply_err(session,
+			       "Line too long (at most %d octets), authentication cancelled",
+			       POP3_MAX_SASL_LINE);
+	else if (ret == -1)
+		pop3_reply_err(session, "Line too long (at most %d octets)", POP3_MAX_LINE);
+	else if (session->sasl_active)
+		pop3_reply_err(session,
+			       "NUL bytes are not allowed in responses, authentication cancelled");
+	else
+		pop3_reply_err(session, "NUL bytes are not allowed in commands");
+}
+
 /* Runs complete command lines in order while nothing holds the session back. May free it. */
 static void pop3_session_run_input(struct pop3_session *session)
 {
@@ -582,25 +606,14 @@ static void pop3_session_run_input(struct pop3_session *session)
 			break;
 		enum pop3_outcome outcome;
 		if (ret < 0) {
-			/* a refused SASL response ends its exchange: the client reads this -ERR as
-			 * the end of it, and its next line is a command */
-			const char *cancelled =
-			    session->sasl_active ? ", authentication cancelled" : "";
-			if (ret == -1)
-				pop3_reply_err(session, "Line too long (at most %d octets)%s",
-					       session->sasl_active ? POP3_MAX_SASL_LINE
-								    : POP3_MAX_LINE,
-					       cancelled);
-			else
-				pop3_reply_err(session, "NUL bytes are not allowed in %s%s",
-					       session->sasl_active ? "responses" : "commands",
-					       cancelled);
+			pop3_reply_bad_line(session, ret);
 			sodium_memzero(line, sizeof(line));
 			if (session->sasl_active)
 				pop3_sasl_abort(session);
 			outcome = POP3_OUTCOME_BAD;
 		} else {
 			session->commands++;
+			pop3_takeover_touch(session);
 			outcome = session->sasl_active ? pop3_sasl_response(session, line)
 						       : pop3_command_run(session, line);
 			sodium_memzero(line, sizeof(line)); /* it may have been a PASS */
@@ -637,6 +650,8 @@ static void pop3_session_write_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (session->stream != POP3_STREAM_NONE) {
+		/* a client reading a long reply is using its session, however long ago it asked */
+		pop3_takeover_touch(session);
 		if (!pop3_stream_continue(session))
 			return;
 		bufferevent_enable(session->bev, EV_READ);

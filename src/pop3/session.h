@@ -13,10 +13,12 @@
 #include "core/metrics.h"
 #include "core/offload.h"
 #include "pop3/dotstuff.h"
+#include "pop3/lang.h"
 #include "store/store.h"
 
 struct bufferevent;
 struct event;
+struct pop3_takeover_wait;
 struct pop3_worker;
 
 enum pop3_state {
@@ -90,12 +92,20 @@ struct pop3_session {
 	const char *login_mechanism; /* USER, APOP or the SASL mechanism, for logs */
 	char apop_timestamp[96];     /* the greeting's <timestamp> when APOP is on, else "" */
 	bool utf8;		     /* the client sent UTF8 (RFC 6856) */
+	enum pop3_lang lang;	     /* of reply texts, chosen by LANG (RFC 6856 §3) */
 	struct event *delay_timer;   /* failed-login delay */
 	struct event *close_timer;   /* waits for a TLS filter's lower layer to drain */
 
 	struct pop3_store_job *store_job; /* the mailbox operation in progress, if any */
 	bool store_waiting;		  /* no input is processed until it completes */
 	struct store_mailbox *box;
+	/* [pop3] lock_takeover (takeover.c): the slot that publishes this session's maildrop lock
+	 * (takeover_serial 0: none), its last activity, and a login waiting for another holder */
+	uint64_t takeover_serial;
+	uint32_t takeover_slot;
+	bool takeover_committing; /* QUIT's commit started: never ended by a takeover */
+	int64_t last_active_ms;	  /* monotonic_ms() of the last command or reply slice */
+	struct pop3_takeover_wait *takeover_wait;
 	bool *deleted;
 	bool *retrieved;
 	size_t deleted_count;

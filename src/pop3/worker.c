@@ -16,8 +16,10 @@
 #include "core/util.h"
 #include "pop3/proxy_accept.h"
 #include "pop3/session.h"
+#include "pop3/takeover.h"
 #include "net/tls.h"
 #include "pop3/worker.h"
+#include "store/uidl_import.h"
 
 static void pop3_worker_accept(struct evconnlistener *listener, evutil_socket_t fd,
 			       struct sockaddr *addr, int addr_len, void *arg)
@@ -134,6 +136,7 @@ static void pop3_worker_stop(evutil_socket_t sig, short what, void *arg)
 		struct timeval every = {.tv_usec = POP3_DRAIN_CHECK_MS * 1000};
 		worker->draining = true;
 		pop3_worker_stop_accepting(worker);
+		pop3_worker_purge_stop(worker); /* the next generation's worker 0 takes over */
 		event_add(worker->drain_check, &every);
 	}
 	if (deadline && !evtimer_pending(worker->drain_deadline, NULL)) {
@@ -189,10 +192,16 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 		fatal("event_base_new failed");
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	/* a Maildir imported from Dovecot at its first open takes the configured UIDL format (the
+	 * config check accepted it, so this cannot fail) */
+	char *format_error = NULL;
+	if (uidl_import_set_format(config->import_uidl_format, &format_error) < 0)
+		fatal("%s", format_error);
 	worker.implementation = xasprintf("buzon %s", BUZON_VERSION);
 	if (gethostname(worker.hostname, sizeof(worker.hostname) - 1) < 0)
 		snprintf(worker.hostname, sizeof(worker.hostname), "localhost");
 	worker.auth = auth_client_create(worker.base, setup->auth_fd);
+	auth_client_watch_policy(worker.auth); /* for CAPA before login */
 	pop3_worker_admin_attach(&worker, setup->admin_fd);
 	pop3_worker_tls_start(&worker, setup->tls);
 	/* set-up is done: from here on only mailboxes; before the offload threads, which inherit
@@ -206,6 +215,8 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	worker.accept_resume = evtimer_new(worker.base, pop3_worker_accept_resume, &worker);
 	worker.drain_check = event_new(worker.base, -1, EV_PERSIST, pop3_worker_drain_check, &worker);
 	worker.drain_deadline = evtimer_new(worker.base, pop3_worker_drain_over, &worker);
+	pop3_worker_purge_start(&worker);
+	pop3_takeover_worker_init(&worker, setup->takeover);
 
 	struct event *sigterm = evsignal_new(worker.base, SIGTERM, pop3_worker_stop, &worker);
 	struct event *sigint = evsignal_new(worker.base, SIGINT, pop3_worker_stop, &worker);
@@ -231,6 +242,8 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 	while (worker.sessions != NULL)
 		pop3_session_destroy(worker.sessions, "shutdown");
 	pop3_proxy_stop(&worker);
+	pop3_takeover_worker_free(&worker);
+	pop3_worker_purge_stop(&worker);
 	/* after the sessions: jobs that outlived them release their maildrops */
 	offload_pool_free(&worker.offload);
 	for (size_t i = 0; i < worker.listener_count; i++)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/config.h"
 
@@ -17,10 +18,12 @@ struct auth_client;
 struct tls_material;
 struct ip_limit;
 struct ban_table;
+struct takeover_table;
 struct pop3_session;
 struct offload_pool;
 struct net_list;
 struct pop3_proxy_pending;
+struct pop3_purge;
 
 struct pop3_worker {
 	unsigned int index;
@@ -47,6 +50,15 @@ struct pop3_worker {
 	bool draining;		      /* stopped accepting; exits when the last session ends */
 	struct event *drain_check;    /* polls for that end while draining */
 	struct event *drain_deadline; /* SIGTERM: the sessions left then are closed */
+	struct pop3_purge *purge;     /* worker 0's background purge (worker_purge.c), or NULL */
+	/* [pop3] lock_takeover (takeover.c): the shared table of held maildrops (NULL: off), the
+	 * timer that looks for requests while takeover_held sessions are published, and the
+	 * doorbell value it last saw */
+	struct takeover_table *takeover;
+	struct event *takeover_tick;
+	unsigned int takeover_held;
+	uint32_t takeover_doorbell;
+	pid_t pid;
 };
 
 /* What the master hands a worker it starts. */
@@ -61,7 +73,8 @@ struct pop3_worker_setup {
 	struct ip_limit *ip_limit;
 	struct ip_limit *session_limit;
 	struct ban_table *bans;
-	const struct tls_material *tls; /* NULL when TLS is not configured */
+	struct takeover_table *takeover; /* held maildrops, across workers and generations */
+	const struct tls_material *tls;	 /* NULL when TLS is not configured */
 };
 
 /* Runs the worker. SIGTERM/SIGINT: stops accepting, lets the sessions go on for [server]
@@ -76,5 +89,13 @@ int pop3_worker_main(const struct buzon_config *config, const struct pop3_worker
 void pop3_worker_admin_attach(struct pop3_worker *worker, int channel_fd);
 /* Closes the admin channel, if any. */
 void pop3_worker_admin_detach(struct pop3_worker *worker);
+
+/* Worker 0 only, when [mail] purge_interval is not 0: starts the background purge of the undelete
+ * window (worker_purge.c), a pass over the mail root every purge_interval on the offload threads.
+ * Call after the offload pool exists. */
+void pop3_worker_purge_start(struct pop3_worker *worker);
+/* Stops it (a step running on an offload thread finishes first). Call when the worker starts to
+ * drain and before the offload pool is freed; does nothing when it is not running. */
+void pop3_worker_purge_stop(struct pop3_worker *worker);
 
 #endif

@@ -1,5 +1,6 @@
 /* The Maildir mailbox backend: the maildrop lock, a snapshot of cur/ with persistent UIDs from
- * buzon-uidlist, streaming reads, and the QUIT-time commit (unlink deleted, rename to add Seen).
+ * buzon-uidlist, streaming reads, and the QUIT-time commit (deleted and expired messages out of
+ * cur/, rename to add Seen, retrieval times into the index).
  *
  * On disk, under the mailbox directory:
  *   new/, cur/, tmp/   standard Maildir. Delivery writes tmp/ then renames into new/; open() moves
@@ -13,6 +14,9 @@
  *                      left by a crash is overwritten by the next save.
  *   buzon-quota        quota usage for delivery (quota.h): reset to the snapshot's file sizes
  *                      at every open, and reduced by what commit() deletes.
+ *   buzon-deleted/     the undelete window (store/retention.h, maildir_retention.c): deleted
+ *                      messages under their names in cur/, kept in the index with their UIDs
+ *                      and left out of every snapshot.
  * Message file names in cur/ may carry ",S=<file size>" and ",W=<size with CRLF line ends>" in the
  * base name (written by our delivery and by Dovecot); W= is believed only when S= matches the
  * file, and otherwise the size is counted once and cached in the index. */
@@ -29,9 +33,13 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "store/maildir_last_login.h"
+#include "store/maildir_private.h"
 #include "store/maildir_testing.h"
 #include "store/quota.h"
+#include "store/retention.h"
 #include "store/store.h"
+#include "store/uidl_import.h"
 #include "store/uidlist.h"
 
 #define MAILDIR_LOCK_NAME "buzon-lock"
@@ -47,27 +55,6 @@
  * within one tick of the filesystem's clock would not move it, but any later change does. */
 #define MAILDIR_STAMP_SETTLE_SECONDS 2
 
-/* One message of the snapshot, parallel to store_mailbox.messages. */
-struct maildir_file {
-	char *name;	    /* current name in cur/; changes when flags are renamed */
-	size_t base_len;    /* length of the base name: the part of name before ':' */
-	uint64_t file_size; /* octets on disk, for the quota usage */
-};
-
-struct maildir_mailbox {
-	struct store_mailbox box; /* first, so that store_mailbox pointers convert back */
-	char *path;
-	char *cur_path;
-	char *index_path;
-	int cur_fd;
-	int lock_fd;
-	struct uidlist *uidlist;
-	struct maildir_file *files; /* box.count of them, in box.messages order */
-	size_t *by_name;	    /* indexes into files sorted by base name; built on first use */
-	uint64_t file_bytes;	    /* sum of the files' sizes on disk */
-	bool names_pending;	    /* files[].name not built yet (snapshot from the index) */
-};
-
 /* The maildir backend's reader; other backends define their own struct store_reader. */
 struct store_reader {
 	int fd;
@@ -78,8 +65,9 @@ struct maildir_found {
 	char *name;
 	size_t base_len;
 	uint32_t uid;
-	uint64_t size;	    /* as RETR sends it */
-	uint64_t file_size; /* octets on disk, as far as the name, the index or stat() tell */
+	uint64_t size;	     /* as RETR sends it */
+	uint64_t file_size;  /* octets on disk, as far as the name, the index or stat() tell */
+	time_t retrieved_at; /* from its index entry; 0 for a new message */
 };
 
 /* What the snapshot scan learned, and whether the index must be written. */
@@ -155,9 +143,7 @@ static enum store_error maildir_errno_kind(int err)
 	}
 }
 
-/* Fills *kind_r and *error_r from errno for a failed call on what. Returns -1. */
-static int maildir_fail_errno(const char *call, const char *what, enum store_error *kind_r,
-			      char **error_r)
+int maildir_fail_errno(const char *call, const char *what, enum store_error *kind_r, char **error_r)
 {
 	int err = errno;
 
@@ -214,6 +200,7 @@ static void maildir_scan_push(struct maildir_scan *scan, size_t *alloc, const ch
 	found->uid = 0;
 	found->size = 0;
 	found->file_size = 0;
+	found->retrieved_at = 0;
 }
 
 /* Lists the plausible message names in cur/ into scan->found. */
@@ -304,7 +291,7 @@ static int maildir_count_fd(int fd, uint64_t *file_size_r, uint64_t *crlf_size_r
 /* cur/ as a directory descriptor for the *at() calls. An open mailbox does not keep it between
  * uses: an idle session then holds two descriptors (its socket and the lock), not three, which
  * decides how many sessions fit in a worker's file limit. Returns -1 with errno set. */
-static int maildir_cur_dir(struct maildir_mailbox *mbox)
+int maildir_cur_dir(struct maildir_mailbox *mbox)
 {
 	if (mbox->cur_fd < 0)
 		mbox->cur_fd = open(mbox->cur_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -442,6 +429,15 @@ static bool maildir_scan_one(struct maildir_mailbox *mbox, struct maildir_scan *
 	if (entry == NULL)
 		return true; /* new: its UID is assigned in name order afterwards */
 	f->uid = entry->uid;
+	f->retrieved_at = entry->retrieved_at;
+	if (entry->deleted_at != 0) {
+		/* back from the undelete area: `buzon undelete` moved it and could not save the
+		 * index (a crash), or another tool put it back; either way it is mail again */
+		log_info("maildir_retained_back", "path=%s file=%s", log_quote(mbox->cur_path),
+			 log_quote(f->name));
+		entry->deleted_at = 0;
+		scan->index_changed = true;
+	}
 	if (maildir_entry_note_info(entry, f))
 		scan->index_changed = true;
 	if (cache_stale) {
@@ -477,9 +473,12 @@ static int maildir_scan_assign_uids(struct maildir_mailbox *mbox, struct maildir
 /* Sizes every listed file and drops the ones that cannot be used. */
 static void maildir_scan_size_all(struct maildir_mailbox *mbox, struct maildir_scan *scan)
 {
-	size_t out = 0;
+	struct uidlist *list = mbox->uidlist;
+	size_t out = 0, missing = 0;
 
-	uidlist_mark_all(mbox->uidlist, false);
+	/* entries of the undelete area stay (they are not in cur/); the others must be found */
+	for (size_t i = 0; i < list->count; i++)
+		list->entries[i].present = list->entries[i].deleted_at != 0;
 	for (size_t i = 0; i < scan->count; i++) {
 		struct maildir_found *f = &scan->found[i];
 		if (!maildir_scan_one(mbox, scan, f)) {
@@ -489,26 +488,23 @@ static void maildir_scan_size_all(struct maildir_mailbox *mbox, struct maildir_s
 		scan->found[out++] = *f;
 	}
 	scan->count = out;
+	for (size_t i = 0; i < list->count; i++)
+		missing += !list->entries[i].present;
+	if (missing > 0 && maildir_retained_recover(mbox, wall_now()) > 0)
+		scan->index_changed = true;
 }
 
-/* The UIDL: the UID and the UIDVALIDITY as 8 lower-case hex digits each (store.h). Written by
- * hand because a big mailbox formats a hundred thousand of them per open. */
-static void maildir_uidl_format(char uidl[STORE_UIDL_LEN + 1], uint32_t uid, uint32_t uidvalidity)
+/* The UIDL: the UID and the UIDVALIDITY as 8 lower-case hex digits each (store.h); the import
+ * compares old UIDLs with the same text, so there is one formatter (uidl_import.c). */
+void maildir_uidl_format(char uidl[STORE_UIDL_LEN + 1], uint32_t uid, uint32_t uidvalidity)
 {
-	static const char hex[] = "0123456789abcdef";
-
-	for (int i = 0; i < 8; i++) {
-		uidl[7 - i] = hex[(uid >> (4 * i)) & 0xf];
-		uidl[15 - i] = hex[(uidvalidity >> (4 * i)) & 0xf];
-	}
-	uidl[STORE_UIDL_LEN] = '\0';
+	uidl_native_format(uidl, uid, uidvalidity);
 }
 
 /* Moves the scan into the mailbox: messages and files in ascending UID order. */
 static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_scan *scan)
 {
 	struct store_mailbox *box = &mbox->box;
-	uint32_t uidvalidity = mbox->uidlist->uidvalidity;
 
 	if (scan->count > 0)
 		qsort(scan->found, scan->count, sizeof(scan->found[0]), maildir_cmp_found_uid);
@@ -520,11 +516,11 @@ static void maildir_snapshot_fill(struct maildir_mailbox *mbox, struct maildir_s
 		struct store_message *msg = &box->messages[i];
 		msg->uid = scan->found[i].uid;
 		msg->size = scan->found[i].size;
-		maildir_uidl_format(msg->uidl, msg->uid, uidvalidity);
 		box->total_size += msg->size;
 		mbox->files[i].name = scan->found[i].name;
 		mbox->files[i].base_len = scan->found[i].base_len;
 		mbox->files[i].file_size = scan->found[i].file_size;
+		mbox->files[i].retrieved_at = scan->found[i].retrieved_at;
 		mbox->file_bytes += scan->found[i].file_size;
 	}
 	x_free(&scan->found);
@@ -552,13 +548,15 @@ static int maildir_scan_save(struct maildir_mailbox *mbox, const struct maildir_
 	return 0;
 }
 
-/* Whether the index can be trusted to list cur/ whole: every entry knows its name and size. */
+/* Whether the index can be trusted to list cur/ whole: every entry of a live message knows its
+ * name and size (those of the undelete area are not in cur/). */
 static bool maildir_index_complete(const struct uidlist *list)
 {
 	for (size_t i = 0; i < list->count; i++) {
 		const struct uidlist_entry *entry = &list->entries[i];
-		if (entry->info == NULL || entry->crlf_size == UIDLIST_SIZE_UNKNOWN ||
-		    entry->file_size == UIDLIST_SIZE_UNKNOWN)
+		if (entry->deleted_at == 0 &&
+		    (entry->info == NULL || entry->crlf_size == UIDLIST_SIZE_UNKNOWN ||
+		     entry->file_size == UIDLIST_SIZE_UNKNOWN))
 			return false;
 	}
 	return true;
@@ -755,7 +753,9 @@ static int maildir_lock(struct maildir_mailbox *mbox, enum store_error *kind_r, 
 	return ret;
 }
 
-/* Loads the index; returns 1 if it has to be written back (new or damaged), 0 if not, -1. */
+/* Loads the index, or, when there is none, imports the UIDs of the server buzon replaces
+ * (uidl_import.h); returns 1 if it has to be written back (new, imported or damaged), 0 if not,
+ * -1. */
 static int maildir_index_load(struct maildir_mailbox *mbox, enum store_error *kind_r,
 			      char **error_r)
 {
@@ -764,6 +764,12 @@ static int maildir_index_load(struct maildir_mailbox *mbox, enum store_error *ki
 
 	if (ret < 0) {
 		*kind_r = maildir_errno_kind(errno);
+		return -1;
+	}
+	if (uidl_import_open(mbox->path, &mbox->uidlist, ret == 0, &mbox->import_map,
+			     &mbox->import_unfinished, error_r) < 0) {
+		/* going on would show UIDLs that change for good: let the client retry */
+		*kind_r = STORE_ERROR_TEMP;
 		return -1;
 	}
 	if (damaged)
@@ -783,6 +789,7 @@ static struct maildir_mailbox *maildir_mailbox_new(const char *path)
 	mbox->index_path = xasprintf("%s/%s", path, UIDLIST_FILE_NAME);
 	mbox->cur_fd = -1;
 	mbox->lock_fd = -1;
+	mbox->retained_fd = -1;
 	return mbox;
 }
 
@@ -798,7 +805,10 @@ static void maildir_mailbox_free(struct maildir_mailbox **mboxp)
 	free(mbox->box.messages);
 	free(mbox->by_name);
 	uidlist_free(&mbox->uidlist);
+	uidl_import_map_free(&mbox->import_map);
+	free(mbox->native_uidls);
 	maildir_cur_dir_release(mbox);
+	maildir_retained_release(mbox);
 	if (mbox->lock_fd >= 0)
 		close(mbox->lock_fd); /* releases the flock */
 	free(mbox->path);
@@ -844,24 +854,30 @@ static bool maildir_snapshot_from_index(struct maildir_mailbox *mbox,
 	struct uidlist_dir_stamp now_stamp = {
 	    .valid = seen->ok, .cur_mtime = seen->cur_mtime, .new_mtime = seen->new_mtime};
 	struct store_mailbox *box = &mbox->box;
+	size_t live = 0, n = 0;
 
 	if (!list->stamp.valid || !maildir_stamp_equal(&list->stamp, &now_stamp) ||
 	    !maildir_index_complete(list))
 		return false;
-	box->count = list->count;
-	box->messages = xcalloc(list->count, sizeof(box->messages[0]));
-	mbox->files = xcalloc(list->count, sizeof(mbox->files[0]));
+	for (size_t i = 0; i < list->count; i++)
+		live += list->entries[i].deleted_at == 0;
+	box->count = live;
+	box->messages = xcalloc(live, sizeof(box->messages[0]));
+	mbox->files = xcalloc(live, sizeof(mbox->files[0]));
 	box->total_size = 0;
 	for (size_t i = 0; i < list->count; i++) {
 		const struct uidlist_entry *entry = &list->entries[i];
-		struct store_message *msg = &box->messages[i];
+		if (entry->deleted_at != 0)
+			continue; /* in the undelete area: not POP3's to see */
+		struct store_message *msg = &box->messages[n];
 
 		msg->uid = entry->uid;
 		msg->size = entry->crlf_size;
-		maildir_uidl_format(msg->uidl, msg->uid, list->uidvalidity);
 		box->total_size += msg->size;
-		mbox->files[i].file_size = entry->file_size;
+		mbox->files[n].file_size = entry->file_size;
+		mbox->files[n].retrieved_at = entry->retrieved_at;
 		mbox->file_bytes += entry->file_size;
+		n++;
 	}
 	/* file names wait for the first RETR or commit: a session that only checks for new mail
 	 * (STAT, UIDL) never needs the hundred thousand of them */
@@ -870,15 +886,19 @@ static bool maildir_snapshot_from_index(struct maildir_mailbox *mbox,
 }
 
 /* Gives every file of a snapshot made from the index its name in cur/. Runs before anything can
- * reorder the index's entries (only commit's lookups do), so entry i is still message i. */
+ * reorder the index's entries (only commit's lookups do), so the live entries are still the
+ * messages in order. */
 static void maildir_names_ready(struct maildir_mailbox *mbox)
 {
 	const struct uidlist *list = mbox->uidlist;
+	size_t next = 0;
 
 	if (!mbox->names_pending)
 		return;
 	for (size_t i = 0; i < mbox->box.count; i++) {
-		const struct uidlist_entry *entry = &list->entries[i];
+		while (list->entries[next].deleted_at != 0)
+			next++;
+		const struct uidlist_entry *entry = &list->entries[next++];
 		size_t base_len = strlen(entry->basename), info_len = strlen(entry->info);
 		char *name = xmalloc(base_len + 1 + info_len + 1);
 
@@ -889,6 +909,67 @@ static void maildir_names_ready(struct maildir_mailbox *mbox)
 		mbox->files[i].base_len = base_len;
 	}
 	mbox->names_pending = false;
+}
+
+/* The earliest retrieval and deletion times, for store_upkeep_due(): one pass over the index. */
+static void maildir_box_note_times(struct maildir_mailbox *mbox)
+{
+	const struct uidlist *list = mbox->uidlist;
+	time_t retrieved = 0, deleted = 0;
+
+	for (size_t i = 0; i < list->count; i++) {
+		const struct uidlist_entry *entry = &list->entries[i];
+		if (entry->deleted_at != 0) {
+			if (deleted == 0 || entry->deleted_at < deleted)
+				deleted = entry->deleted_at;
+		} else if (entry->retrieved_at != 0 &&
+			   (retrieved == 0 || entry->retrieved_at < retrieved)) {
+			retrieved = entry->retrieved_at;
+		}
+	}
+	mbox->box.oldest_retrieved_at = retrieved;
+	mbox->box.oldest_deleted_at = deleted;
+}
+
+/* An import is done once its index is on disk: from then on it must never run again
+ * (uidl_import.h). The index did not exist before this open, so finding it means it was saved. */
+static void maildir_import_finish(struct maildir_mailbox *mbox)
+{
+	struct stat st;
+
+	if (mbox->import_unfinished && stat(mbox->index_path, &st) == 0)
+		uidl_import_finish(mbox->path, mbox->import_map);
+	mbox->import_unfinished = false;
+}
+
+const char *maildir_uidl_text(const struct maildir_mailbox *mbox, uint32_t uid,
+			      char buf[STORE_UIDL_LEN + 1])
+{
+	const char *imported = uidl_import_map_lookup(mbox->import_map, uid);
+
+	if (imported != NULL)
+		return imported;
+	maildir_uidl_format(buf, uid, mbox->uidlist->uidvalidity);
+	return buf;
+}
+
+/* Gives every message of the snapshot its UIDL: the one kept from the replaced server, if any,
+ * else buzon's own. */
+static void maildir_uidls_assign(struct maildir_mailbox *mbox)
+{
+	struct store_mailbox *box = &mbox->box;
+	size_t cursor = 0; /* messages and the map both ascend by UID */
+
+	mbox->native_uidls = xcalloc(box->count + 1, sizeof(mbox->native_uidls[0]));
+	for (size_t i = 0; i < box->count; i++) {
+		struct store_message *msg = &box->messages[i];
+		msg->uidl = uidl_import_map_lookup_next(mbox->import_map, msg->uid, &cursor);
+		if (msg->uidl == NULL) {
+			maildir_uidl_format(mbox->native_uidls[i], msg->uid,
+					    mbox->uidlist->uidvalidity);
+			msg->uidl = mbox->native_uidls[i];
+		}
+	}
 }
 
 static int maildir_open(const char *path, struct store_mailbox **box_r, enum store_error *kind_r,
@@ -919,11 +1000,31 @@ static int maildir_open(const char *path, struct store_mailbox **box_r, enum sto
 		return -1;
 	}
 	maildir_cur_dir_release(mbox);
+	maildir_retained_release(mbox);
+	maildir_import_finish(mbox);
+	maildir_uidls_assign(mbox);
+	maildir_box_note_times(mbox);
 	maildir_quota_reset(mbox);
 	size_t stale = maildir_cleanup_tmp(path);
 	if (stale > 0)
 		log_info("tmp_cleaned", "maildir=%s files=%zu", log_quote(path), stale);
 	*box_r = &mbox->box;
+	return 0;
+}
+
+/* The lock file's device and inode: the same for every path to the maildrop, and not reused while
+ * a session holds the file open. */
+static int maildir_lock_identity(const char *path, struct store_lock_id *id_r)
+{
+	char *lock_path = xasprintf("%s/%s", path, MAILDIR_LOCK_NAME);
+	struct stat st;
+	int ret = stat(lock_path, &st);
+
+	free(lock_path);
+	if (ret < 0)
+		return -1;
+	id_r->volume = (uint64_t)st.st_dev;
+	id_r->object = (uint64_t)st.st_ino;
 	return 0;
 }
 
@@ -1043,14 +1144,20 @@ static void maildir_read_close(struct store_reader **reader)
 
 /* ---- commit ---- */
 
-/* Failures of one commit: the first is reported, all are logged, and the commit goes on. */
+/* One commit: what it does to each message, and its failures (the first is reported, all are
+ * logged, and the commit goes on). */
 struct maildir_commit {
 	struct maildir_mailbox *mbox;
+	const struct store_policy *policy; /* NULL: no undelete window, no EXPIRE */
+	time_t now;
 	bool rescanned;
 	size_t failures;
 	char *first_error;
-	bool *unlinked; /* per message: its file is gone */
-	size_t renamed; /* files given the Seen flag */
+	bool *remove;	/* per message: DELEd, or due for EXPIRE */
+	bool *removed;	/* per message: its file left cur/ (or was gone already) */
+	bool *retained; /* per message: it went into the undelete area (else it was unlinked) */
+	size_t removals, renamed, retained_count;
+	struct store_commit_report report;
 };
 
 static void maildir_commit_fail(struct maildir_commit *commit, const char *call, const char *name)
@@ -1058,6 +1165,16 @@ static void maildir_commit_fail(struct maildir_commit *commit, const char *call,
 	char *error =
 	    xasprintf("%s(%s/%s): %s", call, commit->mbox->cur_path, name, strerror(errno));
 
+	log_warn("maildir_commit_failed", "error=%s", log_quote(error));
+	if (commit->failures++ == 0)
+		commit->first_error = error;
+	else
+		free(error);
+}
+
+/* The same for a failure that already has its text (error is taken over). */
+static void maildir_commit_fail_text(struct maildir_commit *commit, char *error)
+{
 	log_warn("maildir_commit_failed", "error=%s", log_quote(error));
 	if (commit->failures++ == 0)
 		commit->first_error = error;
@@ -1085,6 +1202,18 @@ static int maildir_commit_retry(struct maildir_commit *commit, size_t i,
 static int maildir_op_unlink(struct maildir_commit *commit, size_t i)
 {
 	return unlinkat(commit->mbox->cur_fd, commit->mbox->files[i].name, 0);
+}
+
+/* Moves message i into the undelete area under the same name. A name there already is a file no
+ * entry knows any more (base names are unique in the index): it is replaced. */
+static int maildir_op_retain(struct maildir_commit *commit, size_t i)
+{
+	int dir = maildir_retained_dir(commit->mbox, true);
+
+	if (dir < 0)
+		return -1;
+	return renameat(commit->mbox->cur_fd, commit->mbox->files[i].name, dir,
+			commit->mbox->files[i].name);
 }
 
 /* Inserts flag into the ":2," info of name, keeping flags sorted and unique. Returns the new
@@ -1131,100 +1260,210 @@ static int maildir_op_mark_seen(struct maildir_commit *commit, size_t i)
 	return 0;
 }
 
-static void maildir_commit_deletes(struct maildir_commit *commit, const bool *deleted)
+/* When message i was first retrieved: as the index says, or now if this session did. */
+static time_t maildir_commit_retrieved_at(const struct maildir_commit *commit,
+					  const struct store_changes *changes, size_t i)
 {
+	if (commit->mbox->files[i].retrieved_at != 0)
+		return commit->mbox->files[i].retrieved_at;
+	return changes->retrieved != NULL && changes->retrieved[i] ? commit->now : 0;
+}
+
+/* Marks what leaves cur/: the DELEd messages, and those retrieved long enough ago for EXPIRE.
+ * Returns true if the commit has anything to do at all. */
+static bool maildir_commit_choose(struct maildir_commit *commit,
+				  const struct store_changes *changes)
+{
+	const struct store_mailbox *box = &commit->mbox->box;
+	bool work = store_upkeep_due(box, commit->policy);
+
+	for (size_t i = 0; i < box->count; i++) {
+		bool deleted = changes->deleted != NULL && changes->deleted[i];
+		bool expired = !deleted && commit->policy != NULL &&
+			       store_expire_due(commit->policy,
+						maildir_commit_retrieved_at(commit, changes, i));
+		commit->remove[i] = deleted || expired;
+		commit->removals += commit->remove[i];
+		commit->report.expired += expired;
+		if (changes->retrieved != NULL && changes->retrieved[i] &&
+		    (changes->mark_seen || commit->mbox->files[i].retrieved_at == 0))
+			work = true;
+	}
+	return work || commit->removals > 0;
+}
+
+/* Takes the chosen messages out of cur/: into the undelete area when the policy keeps deleted
+ * mail for a while, else unlinked. */
+static void maildir_commit_removals(struct maildir_commit *commit)
+{
+	bool keep = commit->policy != NULL && commit->policy->deleted_retention_secs > 0;
+
 	for (size_t i = 0; i < commit->mbox->box.count; i++) {
-		if (!deleted[i])
+		if (!commit->remove[i])
 			continue;
-		if (maildir_commit_retry(commit, i, maildir_op_unlink) == 0 || errno == ENOENT)
-			commit->unlinked[i] = true;
-		else
-			maildir_commit_fail(commit, "unlink", commit->mbox->files[i].name);
+		if (maildir_commit_retry(commit, i, keep ? maildir_op_retain : maildir_op_unlink) ==
+		    0) {
+			commit->removed[i] = true;
+			commit->retained[i] = keep;
+			commit->retained_count += keep;
+		} else if (errno == ENOENT) {
+			commit->removed[i] = true; /* gone already: nothing to keep */
+		} else {
+			maildir_commit_fail(commit, keep ? "rename" : "unlink",
+					    commit->mbox->files[i].name);
+		}
 	}
 }
 
 static void maildir_commit_seen(struct maildir_commit *commit, const struct store_changes *changes)
 {
 	for (size_t i = 0; i < commit->mbox->box.count; i++) {
-		if (commit->unlinked[i] || (changes->deleted != NULL && changes->deleted[i]) ||
-		    !changes->retrieved[i])
+		if (commit->remove[i] || !changes->retrieved[i])
 			continue;
 		if (maildir_commit_retry(commit, i, maildir_op_mark_seen) < 0)
 			maildir_commit_fail(commit, "rename", commit->mbox->files[i].name);
 	}
 }
 
-/* Drops the deleted messages from the index; next_uid stays, so their UIDs are never reused. */
-static void maildir_commit_index(struct maildir_commit *commit, size_t unlinked)
+/* Flushes the directories the commit changed, before the index says so. */
+static void maildir_commit_flush(struct maildir_commit *commit)
 {
-	struct maildir_mailbox *mbox = commit->mbox;
-	char *error;
+	size_t out_of_cur = 0;
 
-	if (unlinked == 0)
-		return;
-	uidlist_mark_all(mbox->uidlist, true);
-	for (size_t i = 0; i < mbox->box.count; i++) {
-		if (!commit->unlinked[i])
-			continue;
-		struct uidlist_entry *entry =
-		    uidlist_lookup(mbox->uidlist, mbox->files[i].name, mbox->files[i].base_len);
-		if (entry != NULL)
-			entry->present = false;
-	}
-	uidlist_sweep(mbox->uidlist);
-	if (uidlist_save(mbox->uidlist, mbox->index_path, &error) < 0) {
-		log_warn("maildir_commit_failed", "error=%s", log_quote(error));
-		if (commit->failures++ == 0)
-			commit->first_error = error;
-		else
-			free(error);
-	}
+	for (size_t i = 0; i < commit->mbox->box.count; i++)
+		out_of_cur += commit->removed[i];
+	/* a session that only read messages already marked Seen changed nothing: no flush */
+	if ((out_of_cur > 0 || commit->renamed > 0) && fsync(commit->mbox->cur_fd) < 0)
+		maildir_commit_fail(commit, "fsync", ".");
+	if (commit->retained_count > 0 && fsync(commit->mbox->retained_fd) < 0)
+		maildir_commit_fail(commit, "fsync", "../" RETENTION_DIR_NAME);
 }
 
-/* A failed quota update is logged only: the mail is handled, and the usage heals at next login. */
-static void maildir_commit_quota(struct maildir_mailbox *mbox, size_t unlinked, uint64_t bytes)
+/* Brings message i's index entry up to date; returns true if it changed. An unlinked message's
+ * entry goes (next_uid stays, so its UID is never reused); one in the undelete area keeps its
+ * UID and notes when it went there. */
+static bool maildir_commit_entry(struct maildir_commit *commit, const struct store_changes *changes,
+				 size_t i)
 {
+	const struct maildir_file *f = &commit->mbox->files[i];
+	bool retrieved = changes->retrieved != NULL && changes->retrieved[i];
+	struct uidlist_entry *entry;
+	bool changed = false;
+
+	if (!commit->removed[i] && !retrieved)
+		return false;
+	entry = uidlist_lookup(commit->mbox->uidlist, f->name, f->base_len);
+	if (entry == NULL)
+		return false;
+	if (commit->removed[i] && !commit->retained[i]) {
+		entry->present = false;
+		return true;
+	}
+	if (retrieved && entry->retrieved_at == 0) {
+		entry->retrieved_at = commit->now;
+		changed = true;
+	}
+	if (commit->retained[i]) {
+		entry->deleted_at = commit->now;
+		changed = true;
+	}
+	const char *info = maildir_name_info(f->name);
+	if (uidlist_entry_set_info(entry, info != NULL ? info + 1 : NULL,
+				   info != NULL ? strlen(info + 1) : 0))
+		changed = true;
+	return changed;
+}
+
+/* Writes what the commit did into the index, with the purge of the undelete area. */
+static void maildir_commit_index(struct maildir_commit *commit, const struct store_changes *changes)
+{
+	struct maildir_mailbox *mbox = commit->mbox;
+	bool changed = false;
 	char *error;
 
-	if (unlinked == 0)
+	uidlist_mark_all(mbox->uidlist, true);
+	/* before the lookups below, which reorder the entries */
+	if (commit->policy != NULL &&
+	    maildir_retained_purge(mbox, commit->policy, &commit->report) > 0)
+		changed = true;
+	for (size_t i = 0; i < mbox->box.count; i++) {
+		if (maildir_commit_entry(commit, changes, i))
+			changed = true;
+	}
+	uidlist_sweep(mbox->uidlist);
+	if (changed && uidlist_save(mbox->uidlist, mbox->index_path, &error) < 0)
+		maildir_commit_fail_text(commit, error);
+}
+
+/* A failed quota update is logged only: the mail is handled, and the usage heals at next login.
+ * Messages in the undelete area do not count (quota.h): they leave the usage as they leave cur/. */
+static void maildir_commit_quota(struct maildir_commit *commit)
+{
+	uint64_t bytes = 0;
+	size_t count = 0;
+	char *error;
+
+	for (size_t i = 0; i < commit->mbox->box.count; i++) {
+		if (commit->removed[i]) {
+			bytes += commit->mbox->files[i].file_size;
+			count++;
+		}
+	}
+	commit->report.freed_octets = bytes;
+	if (count == 0)
 		return;
-	if (quota_usage_add(mbox->path, -(int64_t)bytes, -(int64_t)unlinked, &error) < 0) {
+	if (quota_usage_add(commit->mbox->path, -(int64_t)bytes, -(int64_t)count, &error) < 0) {
 		log_warn("maildir_quota_failed", "error=%s", log_quote(error));
 		free(error);
 	}
 }
 
+static void maildir_commit_free(struct maildir_commit *commit)
+{
+	free(commit->remove);
+	free(commit->removed);
+	free(commit->retained);
+}
+
+/* Runs the commit's steps in their crash-safe order: files first (out of cur/, flags), then a
+ * flush of the directories, then the index that records it. */
+static void maildir_commit_steps(struct maildir_commit *commit, const struct store_changes *changes)
+{
+	maildir_commit_removals(commit);
+	if (changes->mark_seen && changes->retrieved != NULL)
+		maildir_commit_seen(commit, changes);
+	maildir_commit_flush(commit);
+	maildir_commit_index(commit, changes);
+	maildir_commit_quota(commit);
+	if (commit->report.expired > 0 || commit->report.purged > 0)
+		log_info("maildir_upkeep", "path=%s expired=%zu retained=%zu purged=%zu left=%zu",
+			 log_quote(commit->mbox->path), commit->report.expired,
+			 commit->retained_count, commit->report.purged, commit->report.purge_left);
+}
+
 static int maildir_commit_run(struct store_mailbox *box, const struct store_changes *changes,
 			      enum store_error *kind_r, char **error_r)
 {
-	struct maildir_commit commit = {.mbox = (struct maildir_mailbox *)box};
-	size_t unlinked = 0;
-	uint64_t unlinked_bytes = 0;
+	struct maildir_commit commit = {.mbox = (struct maildir_mailbox *)box,
+					.policy = changes->policy,
+					.now = changes->policy != NULL ? changes->policy->now
+								       : wall_now()};
 
-	maildir_names_ready(commit.mbox);
-
-	commit.unlinked = xcalloc(box->count, sizeof(commit.unlinked[0]));
-	if (maildir_cur_dir(commit.mbox) < 0) {
-		maildir_fail_errno("open", commit.mbox->cur_path, kind_r, error_r);
-		free(commit.unlinked);
-		return -1;
-	}
-	if (changes->deleted != NULL)
-		maildir_commit_deletes(&commit, changes->deleted);
-	if (changes->mark_seen && changes->retrieved != NULL)
-		maildir_commit_seen(&commit, changes);
-	for (size_t i = 0; i < box->count; i++) {
-		if (commit.unlinked[i]) {
-			unlinked++;
-			unlinked_bytes += commit.mbox->files[i].file_size;
+	commit.remove = xcalloc(box->count + 1, sizeof(commit.remove[0]));
+	commit.removed = xcalloc(box->count + 1, sizeof(commit.removed[0]));
+	commit.retained = xcalloc(box->count + 1, sizeof(commit.retained[0]));
+	if (maildir_commit_choose(&commit, changes)) {
+		maildir_names_ready(commit.mbox);
+		if (maildir_cur_dir(commit.mbox) < 0) {
+			maildir_fail_errno("open", commit.mbox->cur_path, kind_r, error_r);
+			maildir_commit_free(&commit);
+			return -1;
 		}
+		maildir_commit_steps(&commit, changes);
 	}
-	/* a session that only read messages already marked Seen changed nothing: no flush */
-	if ((unlinked > 0 || commit.renamed > 0) && fsync(commit.mbox->cur_fd) < 0)
-		maildir_commit_fail(&commit, "fsync", ".");
-	maildir_commit_index(&commit, unlinked);
-	maildir_commit_quota(commit.mbox, unlinked, unlinked_bytes);
-	free(commit.unlinked);
+	if (changes->report_r != NULL)
+		*changes->report_r = commit.report;
+	maildir_commit_free(&commit);
 	if (commit.failures == 0)
 		return 0;
 	*kind_r = STORE_ERROR_TEMP;
@@ -1244,6 +1483,9 @@ const struct store_backend store_backend_maildir = {
     .read_close = maildir_read_close,
     .commit = maildir_commit_run,
     .close = maildir_close,
+    .last_login_get = maildir_last_login_get,
+    .last_login_set = maildir_last_login_set,
+    .lock_identity = maildir_lock_identity,
 };
 
 /* A file in tmp/ older than this is a delivery that a crash interrupted. */

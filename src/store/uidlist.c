@@ -2,12 +2,15 @@
  *
  * File format (text, one record per LF-terminated line, fields separated by one space):
  *
- *   buzon-uidlist 2 <uidvalidity> <next_uid> <cur_mtime> <new_mtime>
+ *   buzon-uidlist 3 <uidvalidity> <next_uid> <cur_mtime> <new_mtime>
  *   <uid> <crlf_size> <file_size> <basename>[:<info>]
+ *   <uid> <crlf_size> <file_size> <retrieved_at> <deleted_at> <basename>[:<info>]
  *   ...
  *   end <uidvalidity> <next_uid> <count>
  *
- *  - "2" is the format version; version 1 files (no mtimes, no info) are read too.
+ *  - "3" is the format version. Version 2 files (no times on message lines) and version 1 files
+ *    (no mtimes in the header, no info) are read too: their lines are version 3 lines without
+ *    times, so an old index needs no conversion and is written as version 3 at its next save.
  *  - cur_mtime, new_mtime: "<seconds>.<nanoseconds>" of the cur/ and new/ directories when the
  *    lines were known to list cur/ exactly (see struct uidlist_dir_stamp), or "-" for both.
  *  - uidvalidity: 1..4294967295; next_uid: 1..4294967296 (one past the highest UID ever assigned,
@@ -19,6 +22,13 @@
  *    or ':'); info: what followed ':' in the file's name in cur/ when last seen (flags such as
  *    "2,S"; same bytes as basename, ':' allowed), absent when unknown. They are the rest of the
  *    line.
+ *  - The two times (version 3) are written only when one of them is set, so a line keeps its
+ *    short form until then; the form is told by the number of fields (a name holds no space).
+ *    retrieved_at: seconds since the epoch when a session that RETRieved the whole message
+ *    committed (for EXPIRE), or "-". deleted_at: "-" for a message in cur/; otherwise the message
+ *    was deleted then and waits in the undelete area (buzon-deleted/basename[:info], see
+ *    store/retention.h), invisible to POP3 but keeping its UID, until it is purged or restored.
+ *    Both are 1..9223372036854775807.
  *  - The trailer repeats uidvalidity and next_uid and gives the number of message lines. A file
  *    whose last line is not the trailer was truncated; a damaged header is recovered from it.
  *
@@ -39,7 +49,7 @@
 #include "core/util.h"
 #include "store/uidlist.h"
 
-#define UIDLIST_VERSION	     2
+#define UIDLIST_VERSION	     3
 #define UIDLIST_VERSION_MIN  1
 #define UIDLIST_HEADER_WORD  "buzon-uidlist"
 #define UIDLIST_TRAILER_WORD "end"
@@ -254,20 +264,56 @@ static void uidlist_append_entry(struct uidlist *list, uint32_t uid, uint64_t cr
 	entry->present = true;
 	entry->crlf_size = crlf_size;
 	entry->file_size = file_size;
+	entry->retrieved_at = 0;
+	entry->deleted_at = 0;
 	uidlist_entry_store_names(entry, basename, len, info, info_len);
 	list->sorted_by_name = false;
 }
 
-/* Parses "<uid> <crlf_size> <file_size> <basename>[:<info>]" and appends it. Returns -1 if
- * malformed. */
+/* Parses a time field: seconds since the epoch, or "-" for none (0). */
+static int uidlist_parse_time(const char **p, const char *end, time_t *time_r)
+{
+	uint64_t value;
+
+	if (*p < end && **p == '-') {
+		(*p)++;
+		*time_r = 0;
+		return *p == end || **p == ' ' ? 0 : -1;
+	}
+	if (uidlist_parse_number(p, end, 1, INT64_MAX, &value) < 0)
+		return -1;
+	*time_r = (time_t)value;
+	return 0;
+}
+
+/* Parses " <retrieved_at> <deleted_at>" when the rest of the line (from *p, after the sizes) has
+ * them: a name holds no space, so a space ahead means the long form. */
+static int uidlist_parse_times(const char **p, const char *end, time_t *retrieved_r,
+			       time_t *deleted_r)
+{
+	*retrieved_r = 0;
+	*deleted_r = 0;
+	if (*p == end || **p != ' ' || memchr(*p + 1, ' ', (size_t)(end - *p - 1)) == NULL)
+		return 0;
+	(*p)++;
+	if (uidlist_parse_time(p, end, retrieved_r) < 0 || uidlist_parse_space(p, end) < 0 ||
+	    uidlist_parse_time(p, end, deleted_r) < 0)
+		return -1;
+	return 0;
+}
+
+/* Parses "<uid> <crlf_size> <file_size> [<retrieved_at> <deleted_at> ]<basename>[:<info>]" and
+ * appends it. Returns -1 if malformed. */
 static int uidlist_parse_entry(struct uidlist *list, const char *line, const char *end)
 {
 	const char *p = line;
 	uint64_t uid, crlf_size, file_size;
+	time_t retrieved_at, deleted_at;
 
 	if (uidlist_parse_number(&p, end, 1, UIDLIST_UID_MAX, &uid) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &crlf_size) < 0 ||
 	    uidlist_parse_space(&p, end) < 0 || uidlist_parse_size(&p, end, &file_size) < 0 ||
+	    uidlist_parse_times(&p, end, &retrieved_at, &deleted_at) < 0 ||
 	    uidlist_parse_space(&p, end) < 0)
 		return -1;
 	const char *colon = memchr(p, ':', (size_t)(end - p));
@@ -278,6 +324,8 @@ static int uidlist_parse_entry(struct uidlist *list, const char *line, const cha
 	uidlist_append_entry(list, (uint32_t)uid, crlf_size, file_size, p, (size_t)(base_end - p),
 			     colon != NULL ? colon + 1 : NULL,
 			     colon != NULL ? (size_t)(end - colon - 1) : 0);
+	list->entries[list->count - 1].retrieved_at = retrieved_at;
+	list->entries[list->count - 1].deleted_at = deleted_at;
 	return 0;
 }
 
@@ -550,11 +598,25 @@ static void uidlist_text_append_header(struct uidlist_text *text, const struct u
 	uidlist_text_append_mem(text, "\n", 1);
 }
 
+static void uidlist_text_append_time(struct uidlist_text *text, time_t when)
+{
+	if (when <= 0) {
+		uidlist_text_append_mem(text, " -", 2);
+		return;
+	}
+	uidlist_text_append_mem(text, " ", 1);
+	uidlist_text_append_number(text, (uint64_t)when);
+}
+
 static void uidlist_text_append_entry(struct uidlist_text *text, const struct uidlist_entry *entry)
 {
 	uidlist_text_append_number(text, entry->uid);
 	uidlist_text_append_size(text, entry->crlf_size);
 	uidlist_text_append_size(text, entry->file_size);
+	if (entry->retrieved_at > 0 || entry->deleted_at > 0) {
+		uidlist_text_append_time(text, entry->retrieved_at);
+		uidlist_text_append_time(text, entry->deleted_at);
+	}
 	uidlist_text_append_mem(text, " ", 1);
 	uidlist_text_append_mem(text, entry->basename, strlen(entry->basename));
 	if (entry->info != NULL) {

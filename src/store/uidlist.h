@@ -1,5 +1,6 @@
 /* The persistent per-mailbox UID index (buzon-uidlist): Maildir base name -> UID, the mailbox's
- * UIDVALIDITY and next UID, and cached message sizes. The file format is described at the top of
+ * UIDVALIDITY and next UID, cached message sizes, and when each message was first retrieved and
+ * (for messages in the undelete area) deleted. The file format is described at the top of
  * uidlist.c.
  *
  * Rules the index keeps so that a UIDL never changes and is never reused (DESIGN.md goal 1):
@@ -39,6 +40,11 @@ struct uidlist_entry {
 	char *basename;	    /* owned by the list */
 	char *info; /* what followed ':' in the name in cur/ ("2,S"), NULL if unknown; stored in
 		     * basename's allocation (free basename only) */
+	time_t retrieved_at; /* when a session that RETRieved the whole message committed; 0: not
+			      * retrieved (or before buzon recorded it). For EXPIRE. */
+	time_t deleted_at;   /* 0: a live message (in cur/). Otherwise the message was deleted at
+			      * that time and waits in the undelete area (store/retention.h) under
+			      * the name basename[:info], invisible to POP3, keeping its UID. */
 };
 
 /* The modification times of cur/ and new/ at a moment when the entries listed cur/ exactly (with

@@ -75,8 +75,9 @@ class Faults:
 
 @pytest.fixture
 def faulty_server(make_server, fault_shim, monkeypatch):
-    """A running server whose processes load the fault library, scoped to demo's Maildir."""
-    srv = make_server(start=False)
+    """A running server whose processes load the fault library, scoped to demo's Maildir. DELE
+    unlinks here (no undelete window); test_retention.py has the faults of the window's moves."""
+    srv = make_server(settings={"mail": {"deleted_retention": "0"}}, start=False)
     srv.make_maildir(DEMO_USER)
     # beside the Maildirs, where a sandboxed worker may read, but outside the faults' scope
     srv.faults = Faults(os.path.join(os.path.dirname(srv.maildir(DEMO_USER)), "fault-control"))
@@ -140,14 +141,16 @@ def assert_index_whole(data):
     """The index as uidlist.c writes it: header, message lines, a trailer that counts them."""
     assert data.endswith(b"\n"), "index does not end with a newline: %r" % data[-80:]
     lines = data[:-1].split(b"\n")
-    head = re.fullmatch(rb"buzon-uidlist 2 (\d+) (\d+) (- -|\d+\.\d{9} \d+\.\d{9})", lines[0])
+    head = re.fullmatch(rb"buzon-uidlist 3 (\d+) (\d+) (- -|\d+\.\d{9} \d+\.\d{9})", lines[0])
     tail = re.fullmatch(rb"end (\d+) (\d+) (\d+)", lines[-1])
     assert head and tail, "index header or trailer damaged: %r ... %r" % (lines[0], lines[-1])
     assert head.group(1, 2) == tail.group(1, 2), (lines[0], lines[-1])
     assert int(tail.group(3)) == len(lines) - 2, "trailer counts %s lines, index has %d" % (
         tail.group(3), len(lines) - 2)
     for line in lines[1:-1]:
-        assert re.fullmatch(rb"\d+ (\d+|-) (\d+|-) [^ :/]+(:\S*)?", line), "damaged line %r" % line
+        # the retrieval and deletion times (format 3) are there only when one is set
+        assert re.fullmatch(rb"\d+ (\d+|-) (\d+|-)( (\d+|-) (\d+|-))? [^ :/]+(:\S*)?", line), (
+            "damaged line %r" % line)
 
 
 def index_temp_exists(srv):

@@ -142,6 +142,43 @@ static void test_result_with_location(void **state)
 	free(loc);
 }
 
+/* The policy fields: u32 in RESULT only; POLICY_QUERY carries nothing. */
+static void test_policy_fields(void **state)
+{
+	struct auth_msg_builder b;
+	struct auth_msg msg;
+
+	auth_msg_begin(&b, AUTH_MSG_RESULT, 4);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, AUTH_RESULT_OK);
+	auth_msg_add_u32(&b, AUTH_FIELD_EXPIRE_DAYS, AUTH_EXPIRE_NEVER);
+	auth_msg_add_u32(&b, AUTH_FIELD_LOGIN_DELAY, 900);
+	auth_msg_add_u32(&b, AUTH_FIELD_POLICY_FLAGS, AUTH_POLICY_LOGIN_DELAY_PER_USER);
+	assert_int_equal(auth_msg_decode(b.buf, auth_msg_finish(&b), &msg), 0);
+	assert_int_equal(auth_msg_u32(&msg, AUTH_FIELD_EXPIRE_DAYS, 0), AUTH_EXPIRE_NEVER);
+	assert_int_equal(auth_msg_u32(&msg, AUTH_FIELD_LOGIN_DELAY, 0), 900);
+	assert_int_equal(auth_msg_u32(&msg, AUTH_FIELD_POLICY_FLAGS, 0),
+			 AUTH_POLICY_LOGIN_DELAY_PER_USER);
+	/* a u32 of the wrong size */
+	auth_msg_begin(&b, AUTH_MSG_RESULT, 4);
+	auth_msg_add_u32(&b, AUTH_FIELD_RESULT, AUTH_RESULT_OK);
+	auth_msg_add_bytes(&b, AUTH_FIELD_LOGIN_DELAY, "\x84\x03", 2);
+	assert_int_equal(auth_msg_decode(b.buf, auth_msg_finish(&b), &msg), -1);
+	/* a worker may not send them */
+	build_verify(&b, "demo", "x");
+	auth_msg_add_u32(&b, AUTH_FIELD_LOGIN_DELAY, 0);
+	assert_int_equal(auth_msg_decode(b.buf, auth_msg_finish(&b), &msg), -1);
+	/* POLICY_QUERY: a request without fields */
+	auth_msg_begin(&b, AUTH_MSG_POLICY_QUERY, 5);
+	assert_int_equal(auth_msg_decode(b.buf, auth_msg_finish(&b), &msg), 0);
+	assert_int_equal(msg.type, AUTH_MSG_POLICY_QUERY);
+	auth_msg_add_str(&b, AUTH_FIELD_USER, "demo");
+	assert_int_equal(auth_msg_decode(b.buf, auth_msg_finish(&b), &msg), -1);
+	assert_true(auth_msg_type_is_request(AUTH_MSG_POLICY_QUERY));
+	assert_true(auth_msg_type_is_request(AUTH_MSG_VERIFY));
+	assert_false(auth_msg_type_is_request(AUTH_MSG_RESULT));
+	assert_false(auth_msg_type_is_request(AUTH_MSG_CHALLENGE));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +189,7 @@ int main(void)
 	    cmocka_unit_test(test_nul_in_strings_refused_bytes_allowed),
 	    cmocka_unit_test(test_builder_overflow_fails),
 	    cmocka_unit_test(test_result_with_location),
+	    cmocka_unit_test(test_policy_fields),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

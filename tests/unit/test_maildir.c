@@ -200,7 +200,8 @@ static char *cur_name_of(const struct fixture *fx, const char *base)
 static void commit_ok(struct store_mailbox *box, const bool *deleted, const bool *retrieved,
 		      bool mark_seen)
 {
-	struct store_changes changes = {deleted, retrieved, mark_seen};
+	struct store_changes changes = {
+	    .deleted = deleted, .retrieved = retrieved, .mark_seen = mark_seen};
 	enum store_error kind;
 	char *error = NULL;
 
@@ -591,7 +592,7 @@ static void test_commit_failure_reported(void **state)
 	swap_file_and_dir(fx, "1.M1.h:2,", NULL);
 	swap_file_and_dir(fx, "2.M1.h:2,", NULL);
 	bool deleted[3] = {true, true, true};
-	struct store_changes changes = {deleted, NULL, true};
+	struct store_changes changes = {.deleted = deleted, .mark_seen = true};
 	enum store_error kind = STORE_ERROR_NONE;
 	char *error = NULL;
 	assert_int_equal(backend->commit(box, &changes, &kind, &error), -1);

@@ -61,6 +61,8 @@ static void fake_auth_readable(evutil_socket_t fd, short what, void *arg)
 		auth_msg_add_bytes(&out, AUTH_FIELD_USER, msg.fields[AUTH_FIELD_USER].data,
 				   msg.fields[AUTH_FIELD_USER].len);
 		auth_msg_add_str(&out, AUTH_FIELD_LOCATION, h->location);
+		auth_msg_add_u32(&out, AUTH_FIELD_EXPIRE_DAYS, AUTH_EXPIRE_NEVER);
+		auth_msg_add_u32(&out, AUTH_FIELD_LOGIN_DELAY, 0);
 	}
 	size_t n = auth_msg_finish(&out);
 	assert_true(n > 0);

@@ -101,7 +101,7 @@ static void test_round_trip(void **state)
 	size_t len1, len2;
 	char *text1 = uidlist_format(list, &len1), *text2 = uidlist_format(loaded, &len2);
 	assert_string_equal(text1, text2);
-	assert_string_equal(text1, "buzon-uidlist 2 1234567 4 - -\n"
+	assert_string_equal(text1, "buzon-uidlist 3 1234567 4 - -\n"
 				   "1 11 10 1700.M1P1.h,S=10,W=11\n"
 				   "2 - - 1700.M2P1.h\n"
 				   "3 0 0 a\n"
@@ -113,7 +113,8 @@ static void test_round_trip(void **state)
 	assert_null(loaded);
 }
 
-/* Version 2 keeps each file's info part and the directory stamp; version 1 files still load. */
+/* Version 2 keeps each file's info part and the directory stamp (and is written as version 3,
+ * line for line the same); version 1 files still load. */
 static void test_info_and_stamp_round_trip(void **state)
 {
 	bool damaged = true;
@@ -133,7 +134,10 @@ static void test_info_and_stamp_round_trip(void **state)
 	assert_string_equal(list->entries[1].info, "2,");
 	size_t len;
 	char *text = uidlist_format(list, &len);
-	assert_string_equal(text, v2);
+	assert_string_equal(text, "buzon-uidlist 3 77 3 1700000000.000000123 1699999999.999999999\n"
+				  "1 11 10 1.M1.h:2,S\n"
+				  "2 5 5 2.M2.h:2,\n"
+				  "end 77 3 2\n");
 	free(text);
 	assert_true(uidlist_entry_set_info(&list->entries[0], "2,ST", 4));
 	assert_false(uidlist_entry_set_info(&list->entries[0], "2,ST", 4));
@@ -160,6 +164,99 @@ static void test_info_and_stamp_round_trip(void **state)
 	assert_int_equal(list->uidvalidity, 77);
 	assert_int_equal(list->count, 1);
 	uidlist_free(&list);
+}
+
+/* Version 3: the retrieval and deletion times round-trip; a line without them keeps the short
+ * form; version 1 and 2 lines read as "no times". */
+static void test_times_round_trip(void **state)
+{
+	bool damaged = true;
+	const char *v3 = "buzon-uidlist 3 77 5 - -\n"
+			 "1 11 10 1.M1.h:2,S\n"
+			 "2 5 5 1700000100 - 2.M2.h:2,S\n"
+			 "3 6 6 - 1700000200 3.M3.h\n"
+			 "4 7 7 1700000100 1700000300 4.M4.h:2,ST\n"
+			 "end 77 5 4\n";
+	struct uidlist *list = parse_str(v3, &damaged);
+
+	assert_false(damaged);
+	assert_int_equal(list->count, 4);
+	assert_int_equal(list->entries[0].retrieved_at, 0);
+	assert_int_equal(list->entries[0].deleted_at, 0);
+	assert_int_equal(list->entries[1].retrieved_at, 1700000100);
+	assert_int_equal(list->entries[1].deleted_at, 0);
+	assert_int_equal(list->entries[2].retrieved_at, 0);
+	assert_int_equal(list->entries[2].deleted_at, 1700000200);
+	assert_null(list->entries[2].info);
+	assert_int_equal(list->entries[3].deleted_at, 1700000300);
+	assert_string_equal(list->entries[3].basename, "4.M4.h");
+	assert_string_equal(list->entries[3].info, "2,ST");
+	size_t len;
+	char *text = uidlist_format(list, &len);
+	assert_string_equal(text, v3);
+	free(text);
+
+	/* the times survive what an open does to entries: a flag change, a sweep, a lookup */
+	assert_true(uidlist_entry_set_info(&list->entries[1], "2,RS", 4));
+	assert_int_equal(list->entries[1].retrieved_at, 1700000100);
+	uidlist_mark_all(list, true);
+	list->entries[0].present = false;
+	assert_int_equal(uidlist_sweep(list), 1);
+	struct uidlist_entry *e = uidlist_lookup(list, "4.M4.h", 6);
+	assert_non_null(e);
+	assert_int_equal(e->uid, 4);
+	assert_int_equal(e->retrieved_at, 1700000100);
+	assert_int_equal(e->deleted_at, 1700000300);
+	/* a new entry has no times and writes the short form; next_uid never goes back */
+	uint32_t uid;
+	assert_int_equal(uidlist_add(list, "5.M5.h", 6, 1, 1, &uid), 0);
+	assert_int_equal(uid, 5);
+	e = uidlist_lookup(list, "5.M5.h", 6);
+	assert_int_equal(e->retrieved_at, 0);
+	assert_int_equal(e->deleted_at, 0);
+	text = uidlist_format(list, &len);
+	assert_string_equal(text, "buzon-uidlist 3 77 6 - -\n"
+				  "2 5 5 1700000100 - 2.M2.h:2,RS\n"
+				  "3 6 6 - 1700000200 3.M3.h\n"
+				  "4 7 7 1700000100 1700000300 4.M4.h:2,ST\n"
+				  "5 1 1 5.M5.h\n"
+				  "end 77 6 4\n");
+	free(text);
+	uidlist_free(&list);
+
+	/* the long form in an older file is read too: a damaged header must not lose the times */
+	list = parse_str("buzon-uidlist 2 77 3 - -\n1 1 1 1700000000 - a\nend 77 3 1\n", &damaged);
+	assert_false(damaged);
+	assert_int_equal(list->entries[0].retrieved_at, 1700000000);
+	uidlist_free(&list);
+}
+
+/* Message lines with broken times are dropped like any damaged line; their UIDs stay used. */
+static void test_damaged_times(void **state)
+{
+	static const char *const bad_lines[] = {
+	    "2 5 5 17x - b\n",			/* not a number */
+	    "2 5 5 0 - b\n",			/* 0 is not a time */
+	    "2 5 5 -1 - b\n",			/* no sign */
+	    "2 5 5 1700000000 b\n",		/* one time only */
+	    "2 5 5 - - - b\n",			/* one field too many */
+	    "2 5 5 - -  b\n",			/* two spaces */
+	    "2 5 5 - 99999999999999999999 b\n", /* overflow */
+	};
+
+	for (size_t i = 0; i < sizeof(bad_lines) / sizeof(bad_lines[0]); i++) {
+		char *text =
+		    xasprintf("buzon-uidlist 3 9 3 - -\n1 1 1 a\n%send 9 3 2\n", bad_lines[i]);
+		bool damaged = false;
+		struct uidlist *list = parse_str(text, &damaged);
+		assert_true(damaged);
+		assert_int_equal(list->count, 1);
+		assert_int_equal(uid_of(list, "a"), 1);
+		assert_int_equal(uid_of(list, "b"), 0);
+		assert_int_equal(list->next_uid, 3);
+		uidlist_free(&list);
+		free(text);
+	}
 }
 
 static void test_missing_file(void **state)
@@ -408,8 +505,12 @@ static void test_bad_header_values(void **state)
 	bool damaged;
 	struct uidlist *list;
 
-	list = parse_str("buzon-uidlist 2 5 10\nend 5 10 0\n", &damaged); /* unknown version */
+	list = parse_str("buzon-uidlist 2 5 10\nend 5 10 0\n", &damaged); /* no stamp */
 	assert_true(damaged);
+	uidlist_free(&list);
+	list = parse_str("buzon-uidlist 4 5 10 - -\nend 5 10 0\n", &damaged); /* unknown version */
+	assert_true(damaged);
+	assert_int_equal(list->uidvalidity, 5); /* from the trailer */
 	uidlist_free(&list);
 	list = parse_str("buzon-uidlist 1 0 10\nend 0 10 0\n", &damaged); /* uidvalidity 0 */
 	assert_true(damaged);
@@ -577,6 +678,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 	    cmocka_unit_test(test_info_and_stamp_round_trip),
+	    cmocka_unit_test(test_times_round_trip),
+	    cmocka_unit_test(test_damaged_times),
 	    cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_path, setup, teardown),
 	    cmocka_unit_test(test_damaged_lines),
