@@ -239,8 +239,11 @@ static enum pop3_outcome pop3_quit_commit(struct pop3_session *session)
 	    .expire_days = session->expire_days,
 	    .purge_max = POP3_COMMIT_PURGE_MAX,
 	    .now = wall_now()};
-	/* a RETR is recorded (its time, for EXPIRE) even when no Seen flag is set */
-	bool apply = session->deleted_count > 0 || session->retrieved_count > 0 ||
+	/* a RETR is recorded (its time, for EXPIRE) even when no Seen flag is set, but a server
+	 * that neither marks Seen nor expires mail has no reason to rewrite the index for it */
+	bool record_retrievals =
+	    session->retrieved_count > 0 && (mark_seen || session->expire_days >= 0);
+	bool apply = session->deleted_count > 0 || record_retrievals ||
 		     store_upkeep_due(session->box, &policy);
 	if (!apply && session->box->count < POP3_CLOSE_OFFLOAD_MIN) {
 		session->box->backend->close(&session->box); /* unlock before the +OK */
