@@ -3,6 +3,8 @@
 #ifndef BUZON_CLI_CLI_H
 #define BUZON_CLI_CLI_H
 
+#include "core/config.h"
+
 /* buzon serve -c FILE */
 int cli_serve_main(int argc, char **argv);
 /* buzon check-config -c FILE */
@@ -29,6 +31,13 @@ int cli_kick_main(int argc, char **argv);
 int cli_stats_main(int argc, char **argv);
 int cli_reload_main(int argc, char **argv);
 int cli_ban_main(int argc, char **argv);
+
+/* Loads the configuration at path; on error prints it ("buzon: FILE:LINE: …") and returns NULL
+ * (the command then exits EX_CONFIG). */
+struct buzon_config *cli_config_load(const char *path);
+/* Started as root: becomes [server] user, the owner of the mail, as the server's mail processes
+ * do, so that files the command writes belong to it. Returns 0, or EX_NOPERM after saying why. */
+int cli_become_mail_owner(const struct buzon_config *config);
 
 /* The default config path when -c is not given. */
 #define CLI_DEFAULT_CONFIG "/etc/buzon/buzon.conf"

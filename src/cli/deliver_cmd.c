@@ -296,17 +296,13 @@ static int deliver_with_config(const struct buzon_config *config,
 int cli_deliver_main(int argc, char **argv)
 {
 	struct deliver_options opts;
-	char *error = NULL;
 	int code = deliver_parse_args(argc, argv, &opts);
 
 	if (code >= 0)
 		return code;
-	struct buzon_config *config = config_load(opts.config_path, &error);
-	if (config == NULL) {
-		fprintf(stderr, "buzon: %s\n", error);
-		free(error);
+	struct buzon_config *config = cli_config_load(opts.config_path);
+	if (config == NULL)
 		return EX_CONFIG;
-	}
 	log_init("deliver", config->log_level);
 	log_configure(config);
 	code = deliver_with_config(config, &opts);

@@ -95,31 +95,6 @@ static int import_parse_args(int argc, char **argv, struct import_options *opts)
 	return -1;
 }
 
-/* Started as root: becomes [server] user, as the server's mail processes do. */
-static int import_become_mail_owner(const struct buzon_config *config)
-{
-	if (geteuid() != 0)
-		return 0;
-	if (config->server_user == NULL) {
-		fprintf(stderr, "buzon: started as root, but [server] user (the owner of the "
-				"mailboxes) is not set; run as that user\n");
-		return EX_NOPERM;
-	}
-	const struct passwd *pw = getpwnam(config->server_user);
-	if (pw == NULL || pw->pw_uid == 0) {
-		fprintf(stderr, "buzon: [server] user %s: no such user, or root\n",
-			config->server_user);
-		return EX_NOPERM;
-	}
-	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
-		fprintf(stderr, "buzon: cannot become %s: %s\n", config->server_user,
-			strerror(errno));
-		return EX_NOPERM;
-	}
-	return 0;
-}
-
 /* ---- the Maildir's files ---- */
 
 static int import_file_cmp(const void *a, const void *b)
@@ -396,20 +371,16 @@ static int import_users(const struct buzon_config *config, const struct import_o
 int cli_import_main(int argc, char **argv)
 {
 	struct import_options opts;
-	char *error = NULL;
 	int code = import_parse_args(argc, argv, &opts);
 
 	if (code >= 0)
 		return code;
-	struct buzon_config *config = config_load(opts.config_path, &error);
-	if (config == NULL) {
-		fprintf(stderr, "buzon: %s\n", error);
-		free(error);
+	struct buzon_config *config = cli_config_load(opts.config_path);
+	if (config == NULL)
 		return EX_CONFIG;
-	}
 	/* the store logs its events; here only what needs the operator's eye */
 	log_init("import", config->log_level > LOG_LEVEL_WARN ? config->log_level : LOG_LEVEL_WARN);
-	code = import_become_mail_owner(config);
+	code = cli_become_mail_owner(config);
 	if (code == 0)
 		code = import_users(config, &opts);
 	config_free(&config);

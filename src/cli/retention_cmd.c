@@ -60,43 +60,15 @@ struct retention_cli {
 
 /* ---- set-up ---- */
 
-/* Started as root: becomes [server] user, as the server's mail processes do. */
-static int retention_cli_become_mail_owner(const struct buzon_config *config)
-{
-	if (geteuid() != 0)
-		return 0;
-	if (config->server_user == NULL) {
-		fprintf(stderr, "buzon: started as root, but [server] user (the owner of the "
-				"mailboxes) is not set; run as that user\n");
-		return EX_NOPERM;
-	}
-	const struct passwd *pw = getpwnam(config->server_user);
-	if (pw == NULL || pw->pw_uid == 0) {
-		fprintf(stderr, "buzon: [server] user %s: no such user, or root\n",
-			config->server_user);
-		return EX_NOPERM;
-	}
-	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
-		fprintf(stderr, "buzon: cannot become %s: %s\n", config->server_user,
-			strerror(errno));
-		return EX_NOPERM;
-	}
-	return 0;
-}
-
 /* Reads the configuration and the passwd-file, and drops root. Returns -1 when ready, else the
  * exit status. */
 static int retention_cli_setup(struct retention_cli *cli, const char *config_path, const char *role)
 {
 	char *error = NULL;
 
-	cli->config = config_load(config_path, &error);
-	if (cli->config == NULL) {
-		fprintf(stderr, "buzon: %s\n", error);
-		free(error);
+	cli->config = cli_config_load(config_path);
+	if (cli->config == NULL)
 		return EX_CONFIG;
-	}
 	/* the store logs its events; here only what needs the operator's eye */
 	log_init(role,
 		 cli->config->log_level > LOG_LEVEL_WARN ? cli->config->log_level : LOG_LEVEL_WARN);
@@ -113,7 +85,7 @@ static int retention_cli_setup(struct retention_cli *cli, const char *config_pat
 		free(error);
 		return EX_CONFIG;
 	}
-	int code = retention_cli_become_mail_owner(cli->config);
+	int code = cli_become_mail_owner(cli->config);
 	if (code != 0)
 		return code;
 	cli->now = wall_now();

@@ -1318,7 +1318,6 @@ int cli_check_config_main(int argc, char **argv)
 						{"help", no_argument, NULL, 'h'},
 						{NULL, 0, NULL, 0}};
 	const char *config_path = CLI_DEFAULT_CONFIG;
-	char *error = NULL;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
@@ -1338,12 +1337,9 @@ int cli_check_config_main(int argc, char **argv)
 		check_config_usage(stderr);
 		return 64;
 	}
-	struct buzon_config *config = config_load(config_path, &error);
-	if (config == NULL) {
-		fprintf(stderr, "buzon: %s\n", error);
-		free(error);
-		return 78;
-	}
+	struct buzon_config *config = cli_config_load(config_path);
+	if (config == NULL)
+		return 78; /* EX_CONFIG */
 	config_print(config, stdout);
 	config_free(&config);
 	return 0;
