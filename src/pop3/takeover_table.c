@@ -1,8 +1,11 @@
 /* The shared table of held maildrop locks (see takeover_table.h). Every shared field is accessed
- * with the __atomic builtins; nothing here makes a system call after the table is created, so it
- * works inside every sandbox. */
+ * with the __atomic builtins; nothing the workers call makes a system call, so it works inside
+ * every sandbox (only the master's takeover_table_forget_process() asks the kernel, mincore(),
+ * which pages are resident). */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/util.h"
 #include "pop3/takeover_table.h"
@@ -276,12 +279,31 @@ bool takeover_table_request(struct takeover_table *table, const struct takeover_
 	return true;
 }
 
+/* Which pages of the mapping are resident: a page never written holds no slot in use, and
+ * reading it would make it resident in every process for good (8 MiB at the default size). NULL
+ * when the kernel cannot tell (every page is then read). */
+static unsigned char *takeover_resident_pages(const struct takeover_table *table, size_t page_size)
+{
+	unsigned char *resident = xcalloc((table->map_size + page_size - 1) / page_size, 1);
+
+	if (mincore(table->shared, table->map_size, resident) < 0) {
+		free(resident);
+		return NULL;
+	}
+	return resident;
+}
+
 size_t takeover_table_forget_process(struct takeover_table *table, pid_t pid)
 {
 	size_t freed = 0;
+	size_t page_size = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned char *resident = takeover_resident_pages(table, page_size);
 
 	for (uint32_t index = 0; index <= table->slot_mask; index++) {
 		struct takeover_slot *slot = takeover_slot_at(table, index);
+		size_t page = (size_t)((char *)slot - (char *)table->shared) / page_size;
+		if (resident != NULL && (resident[page] & 1) == 0)
+			continue;
 		uint64_t owner = __atomic_load_n(&slot->owner, __ATOMIC_ACQUIRE);
 		bool theirs;
 		if (owner == 0)
@@ -294,5 +316,6 @@ size_t takeover_table_forget_process(struct takeover_table *table, pid_t pid)
 							  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 			freed++;
 	}
+	free(resident);
 	return freed;
 }

@@ -91,8 +91,9 @@ bool takeover_table_find(struct takeover_table *table, const struct store_lock_i
 bool takeover_table_request(struct takeover_table *table, const struct takeover_holder *holder,
 			    unsigned int min_idle_secs);
 
-/* The master, after reaping worker pid: frees its slots (its locks died with it). Returns how
- * many. */
+/* The master, after reaping worker pid: frees its slots (its locks died with it). Reads only the
+ * pages of the table that are resident (mincore), so that the master does not make the whole
+ * table resident. Returns how many. */
 size_t takeover_table_forget_process(struct takeover_table *table, pid_t pid);
 
 #endif

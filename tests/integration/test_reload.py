@@ -218,3 +218,23 @@ def test_reload_switches_the_user_database(make_server):
     # the session that logged in with the old database is still served
     assert old.stat() == (0, 0)
     old.quit()
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_reaping_workers_leaves_the_shared_tables_untouched(make_server):
+    """The master clears a reaped worker's entries in the shared lock-takeover table (8 MiB) by
+    reading only its resident pages: reading it all would make every page resident for good."""
+    srv = make_server(workers=2)
+    c = srv.login()
+    c.quit()
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    assert wait_until(lambda: "event=reloaded" in srv.stderr_text(), 10)
+    assert wait_until(lambda: srv.stderr_text().count("event=worker_stopped") >= 2, 10)
+    assert status_kib(srv.proc.pid, "RssShmem") < 2048, status_kib(srv.proc.pid, "RssShmem")
