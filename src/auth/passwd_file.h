@@ -42,7 +42,8 @@ typedef void passwd_report_fn(void *context, unsigned int line, const char *mess
 int passwd_db_parse(const char *text, size_t len, struct passwd_db *db, passwd_report_fn *report,
 		    void *context);
 
-/* Reads path. Returns -1 with a newly allocated *error_r if it cannot be read. */
+/* Reads path. Returns -1 with a newly allocated *error_r if it cannot be read; errno is then
+ * ENOENT only when the file does not exist. */
 int passwd_db_load(const char *path, struct passwd_db *db, passwd_report_fn *report, void *context,
 		   char **error_r);
 

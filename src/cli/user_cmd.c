@@ -259,7 +259,9 @@ static int cli_user_exists(const char *path, const char *user, bool *exists_r)
 	char *error = NULL;
 
 	if (passwd_db_load(path, &db, NULL, NULL, &error) < 0) {
-		if (access(path, F_OK) < 0 && errno == ENOENT) {
+		/* the load's own errno (ENOENT only for a failed open): asking access() afterwards
+		 * raced with a parallel `user add` creating the file in between */
+		if (errno == ENOENT) {
 			free(error);
 			*exists_r = false;
 			return 0;
