@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "temp_maildir.h"
+
 #include "core/util.h"
 #include "store/quota.h"
 #include "store/store.h"
@@ -24,38 +26,19 @@
 
 static const struct store_backend *const backend = &store_backend_maildir;
 
-struct fixture {
-	char dir[64];
-	char *maildir;
-};
-
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	strcpy(fx->dir, "/tmp/buzon-maildir-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	fx->maildir = xasprintf("%s/Maildir", fx->dir);
-	*state = fx;
-	return 0;
+	return temp_maildir_setup(state, "maildir", false);
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-	char *cmd = xasprintf("chmod -R u+rwx '%s'; rm -rf '%s'", fx->dir, fx->dir);
-	int ret = system(cmd);
-
-	free(cmd);
-	free(fx->maildir);
-	free(fx);
-	return ret == 0 ? 0 : -1;
+	return temp_maildir_teardown(state);
 }
 
 /* ---- helpers ---- */
 
-static char *path_in(const struct fixture *fx, const char *sub, const char *name)
+static char *path_in(const struct temp_maildir *fx, const char *sub, const char *name)
 {
 	return xasprintf("%s/%s/%s", fx->maildir, sub, name);
 }
@@ -70,7 +53,7 @@ static void write_path(const char *path, const char *data, size_t len)
 }
 
 /* Writes a message file into sub (new, cur or tmp) of the maildir. */
-static void put_message(const struct fixture *fx, const char *sub, const char *name,
+static void put_message(const struct temp_maildir *fx, const char *sub, const char *name,
 			const char *data)
 {
 	char *path = path_in(fx, sub, name);
@@ -79,7 +62,7 @@ static void put_message(const struct fixture *fx, const char *sub, const char *n
 	free(path);
 }
 
-static bool exists_in(const struct fixture *fx, const char *sub, const char *name)
+static bool exists_in(const struct temp_maildir *fx, const char *sub, const char *name)
 {
 	char *path = path_in(fx, sub, name);
 	bool ret = access(path, F_OK) == 0;
@@ -88,7 +71,7 @@ static bool exists_in(const struct fixture *fx, const char *sub, const char *nam
 	return ret;
 }
 
-static void create_maildir(const struct fixture *fx)
+static void create_maildir(const struct temp_maildir *fx)
 {
 	char *sub;
 
@@ -104,7 +87,7 @@ static void create_maildir(const struct fixture *fx)
 	free(sub);
 }
 
-static struct store_mailbox *open_ok(const struct fixture *fx)
+static struct store_mailbox *open_ok(const struct temp_maildir *fx)
 {
 	struct store_mailbox *box = NULL;
 	enum store_error kind = STORE_ERROR_NONE;
@@ -161,7 +144,7 @@ static size_t index_of_content(struct store_mailbox *box, const char *data)
 	return 0;
 }
 
-static int count_entries(const struct fixture *fx, const char *sub)
+static int count_entries(const struct temp_maildir *fx, const char *sub)
 {
 	char *path = xasprintf("%s/%s", fx->maildir, sub);
 	DIR *dir = opendir(path);
@@ -177,7 +160,7 @@ static int count_entries(const struct fixture *fx, const char *sub)
 }
 
 /* Returns the one name in cur/ that starts with base (followed by ':'), or NULL. */
-static char *cur_name_of(const struct fixture *fx, const char *base)
+static char *cur_name_of(const struct temp_maildir *fx, const char *base)
 {
 	char *path = xasprintf("%s/cur", fx->maildir);
 	DIR *dir = opendir(path);
@@ -209,7 +192,7 @@ static void commit_ok(struct store_mailbox *box, const bool *deleted, const bool
 		fail_msg("commit failed: %s", error);
 }
 
-static char *index_path(const struct fixture *fx)
+static char *index_path(const struct temp_maildir *fx)
 {
 	return xasprintf("%s/%s", fx->maildir, UIDLIST_FILE_NAME);
 }
@@ -218,7 +201,7 @@ static char *index_path(const struct fixture *fx)
 
 static void test_open_missing_creates(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct stat st;
 
 	free(fx->maildir);
@@ -244,7 +227,7 @@ static void test_open_missing_creates(void **state)
 
 static void test_new_moves_to_cur(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "new", "1000.M1P1.host", "A: 1\n\nbody\n");
@@ -265,7 +248,7 @@ static void test_new_moves_to_cur(void **state)
 
 static void test_uidl_format(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char expected[STORE_UIDL_LEN + 1];
 
 	create_maildir(fx);
@@ -286,7 +269,7 @@ static void test_uidl_format(void **state)
 
 static void test_uidls_stable(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char first[3][STORE_UIDL_LEN + 1];
 
 	create_maildir(fx);
@@ -324,7 +307,7 @@ static void test_uidls_stable(void **state)
 
 static void test_deleted_uid_not_reused(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	bool deleted[2] = {false, true};
 
 	create_maildir(fx);
@@ -355,7 +338,7 @@ static void test_deleted_uid_not_reused(void **state)
 	backend->close(&box);
 }
 
-static uint64_t size_of_only_message(const struct fixture *fx)
+static uint64_t size_of_only_message(const struct temp_maildir *fx)
 {
 	struct store_mailbox *box = open_ok(fx);
 	uint64_t size;
@@ -369,7 +352,7 @@ static uint64_t size_of_only_message(const struct fixture *fx)
 
 static void test_sizes(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	/* No S=/W=: counted (4 bare LFs), then cached. */
@@ -422,7 +405,7 @@ static void test_sizes(void **state)
 
 static void test_size_cache_per_base_name(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	/* Maildir files are immutable: the size cached for a base name is used without a stat()
 	 * (a warm open of a big mailbox reads no inode), and a changed message arrives under a new
@@ -441,7 +424,7 @@ static void test_size_cache_per_base_name(void **state)
 
 static void test_total_size(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "new", "1.M1.h", "a\n");
@@ -454,7 +437,7 @@ static void test_total_size(void **state)
 
 static void test_lock(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct store_mailbox *second = NULL;
 	enum store_error kind = STORE_ERROR_NONE;
 	char *error = NULL;
@@ -473,7 +456,7 @@ static void test_lock(void **state)
 
 static void test_commit_deletes_and_marks_seen(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -513,7 +496,7 @@ static void test_commit_deletes_and_marks_seen(void **state)
 
 static void test_commit_without_mark_seen(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -526,7 +509,7 @@ static void test_commit_without_mark_seen(void **state)
 
 static void test_close_without_commit_changes_nothing(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -537,7 +520,7 @@ static void test_close_without_commit_changes_nothing(void **state)
 
 static void test_commit_after_external_rename(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -566,7 +549,7 @@ static void test_commit_after_external_rename(void **state)
 
 /* Replaces a message file by a directory of the same name, which unlink() cannot remove even
  * for root, or puts the file back. */
-static void swap_file_and_dir(const struct fixture *fx, const char *name, const char *content)
+static void swap_file_and_dir(const struct temp_maildir *fx, const char *name, const char *content)
 {
 	char *path = path_in(fx, "cur", name);
 
@@ -582,7 +565,7 @@ static void swap_file_and_dir(const struct fixture *fx, const char *name, const 
 
 static void test_commit_failure_reported(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -615,7 +598,7 @@ static void test_commit_failure_reported(void **state)
 
 static void test_index_removed_rebuilt(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "new", "1.M1.h", "one\n");
@@ -640,7 +623,7 @@ static void test_index_removed_rebuilt(void **state)
 
 static void test_index_damaged_keeps_uids(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct uidlist *list;
 	bool damaged;
 	char *error;
@@ -697,7 +680,7 @@ static void test_index_damaged_keeps_uids(void **state)
 
 static void test_second_open_does_not_rewrite_index(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct stat before, after;
 
 	create_maildir(fx);
@@ -717,7 +700,7 @@ static void test_second_open_does_not_rewrite_index(void **state)
 /* A delivery interrupted by a crash leaves a file in tmp/: removed at an open once a day old. */
 static void test_stale_tmp_cleaned_at_open(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct timeval old[2] = {{.tv_sec = time(NULL) - 2 * 86400},
 				 {.tv_sec = time(NULL) - 2 * 86400}};
 
@@ -735,7 +718,7 @@ static void test_stale_tmp_cleaned_at_open(void **state)
 
 static void test_tmp_never_listed(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "tmp", "1.M1.h", "half written");
@@ -748,7 +731,7 @@ static void test_tmp_never_listed(void **state)
 
 static void test_odd_names_ignored(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char *sub;
 
 	create_maildir(fx);
@@ -774,7 +757,7 @@ static void test_odd_names_ignored(void **state)
 
 static void test_duplicate_base_names(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "first\n");
@@ -791,7 +774,7 @@ static void test_duplicate_base_names(void **state)
 
 static void test_read_exact_bytes(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	static const char content[] = "From: a\n\n.dot\r\nbin\0ary\rlone\n";
 	char *path;
 
@@ -812,7 +795,7 @@ static void test_read_exact_bytes(void **state)
 
 static void test_read_after_external_rename(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,", "one\n");
@@ -842,7 +825,7 @@ static void test_read_after_external_rename(void **state)
 
 static void test_flag_order(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	create_maildir(fx);
 	put_message(fx, "cur", "1.M1.h:2,FT", "one\n");
@@ -865,7 +848,7 @@ static void test_flag_order(void **state)
 
 static void test_many_messages_order(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char name[64];
 
 	create_maildir(fx);
@@ -889,7 +872,7 @@ static void test_many_messages_order(void **state)
 	backend->close(&box);
 }
 
-static void assert_quota_usage(const struct fixture *fx, uint64_t bytes, uint64_t messages)
+static void assert_quota_usage(const struct temp_maildir *fx, uint64_t bytes, uint64_t messages)
 {
 	uint64_t b = 0, m = 0;
 	char *error = NULL;
@@ -904,7 +887,7 @@ static void assert_quota_usage(const struct fixture *fx, uint64_t bytes, uint64_
  * what it deleted. */
 static void test_quota_usage_open_commit(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char *quota_path = xasprintf("%s/%s", fx->maildir, QUOTA_FILE_NAME);
 
 	create_maildir(fx);
@@ -944,7 +927,7 @@ static char *long_name(char tag, size_t len)
  * info at all. Such messages must still be listed, keep their UIDL, and never make QUIT fail. */
 static void test_names_too_long_for_flags(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	char *fits_info = long_name('a', 252), *no_info = long_name('b', 253);
 	char *longest = long_name('c', 255), *in_cur = long_name('d', 254);
 	char *fits_info_cur = xasprintf("%s:2,", fits_info);

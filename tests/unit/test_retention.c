@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "temp_maildir.h"
+
 #include "core/util.h"
 #include "store/mailroot_walk.h"
 #include "store/retention.h"
@@ -27,33 +29,14 @@ static const struct store_backend *const backend = &store_backend_maildir;
 
 #define DAY 86400
 
-struct fixture {
-	char dir[64];
-	char *maildir;
-};
-
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	strcpy(fx->dir, "/tmp/buzon-retention-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	fx->maildir = xasprintf("%s/Maildir", fx->dir);
-	*state = fx;
-	return 0;
+	return temp_maildir_setup(state, "retention", false);
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-	char *cmd = xasprintf("rm -rf '%s'", fx->dir);
-	int ret = system(cmd);
-
-	free(cmd);
-	free(fx->maildir);
-	free(fx);
-	return ret == 0 ? 0 : -1;
+	return temp_maildir_teardown(state);
 }
 
 /* ---- helpers ---- */
@@ -73,7 +56,7 @@ static void put_file(const char *path, const char *data)
 }
 
 /* A Maildir with count messages in cur/, named m<i>:2, and holding "message <i>\n". */
-static void make_mailbox(const struct fixture *fx, int count)
+static void make_mailbox(const struct temp_maildir *fx, int count)
 {
 	static const char *const subs[] = {"cur", "new", "tmp"};
 
@@ -92,7 +75,7 @@ static void make_mailbox(const struct fixture *fx, int count)
 	}
 }
 
-static struct store_mailbox *open_ok(const struct fixture *fx)
+static struct store_mailbox *open_ok(const struct temp_maildir *fx)
 {
 	struct store_mailbox *box = NULL;
 	enum store_error kind;
@@ -118,7 +101,7 @@ static void commit_ok(struct store_mailbox *box, const bool *deleted, const bool
 		fail_msg("commit failed: %s", error);
 }
 
-static bool exists(const struct fixture *fx, const char *sub, const char *name)
+static bool exists(const struct temp_maildir *fx, const char *sub, const char *name)
 {
 	char *path = xasprintf("%s/%s/%s", fx->maildir, sub, name);
 	bool ret = access(path, F_OK) == 0;
@@ -127,7 +110,7 @@ static bool exists(const struct fixture *fx, const char *sub, const char *name)
 	return ret;
 }
 
-static int count_files(const struct fixture *fx, const char *sub)
+static int count_files(const struct temp_maildir *fx, const char *sub)
 {
 	char *path = xasprintf("%s/%s", fx->maildir, sub);
 	DIR *dir = opendir(path);
@@ -160,7 +143,7 @@ static char *read_message(struct store_mailbox *box, size_t index)
 	return xstrdup(buf);
 }
 
-static struct uidlist *load_index(const struct fixture *fx)
+static struct uidlist *load_index(const struct temp_maildir *fx)
 {
 	char *path = xasprintf("%s/%s", fx->maildir, UIDLIST_FILE_NAME);
 	struct uidlist *list = NULL;
@@ -175,7 +158,7 @@ static struct uidlist *load_index(const struct fixture *fx)
 
 /* Sets cur/ and new/ back in time, as after a quiet while: the next open may record them and
  * the one after opens from the index alone. */
-static void age_dirs(const struct fixture *fx)
+static void age_dirs(const struct temp_maildir *fx)
 {
 	struct timespec past[2] = {{.tv_sec = time(NULL) - 60}, {.tv_sec = time(NULL) - 60}};
 
@@ -220,7 +203,7 @@ static void test_due_rules(void **state)
  * alone) leaves it out, and its UID is kept and never given again. */
 static void test_commit_retains_and_opens_hide(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct store_policy policy = policy_at(DAY, -1, time(NULL));
 	struct store_commit_report report;
 
@@ -265,7 +248,7 @@ static void test_commit_retains_and_opens_hide(void **state)
  * the right files. */
 static void test_commit_from_index_only_open(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct store_policy policy = policy_at(DAY, -1, time(NULL));
 
 	make_mailbox(fx, 4);
@@ -292,7 +275,7 @@ static void test_commit_from_index_only_open(void **state)
  * later commit, through the undelete area when the window is on. */
 static void test_expire(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	time_t t0 = 1700000000;
 	struct store_policy policy = policy_at(DAY, 2, t0);
 	struct store_commit_report report;
@@ -336,7 +319,7 @@ static void test_expire(void **state)
 /* A commit purges at most purge_max of the due messages; the rest are counted as left. */
 static void test_purge_bounded(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	time_t t0 = 1700000000;
 	struct store_policy policy = policy_at(3600, -1, t0);
 	struct store_commit_report report;
@@ -378,7 +361,7 @@ static void test_purge_bounded(void **state)
  * message deleted instead of forgetting it; one moved back to cur/ is live again. */
 static void test_recover_after_crash(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	make_mailbox(fx, 3);
 	struct store_mailbox *box = open_ok(fx);
@@ -435,7 +418,7 @@ static void restore_report(void *context, const struct retention_message *msg,
 
 static void test_undelete(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	time_t t0 = time(NULL);
 	struct store_policy policy = policy_at(DAY, -1, t0 - 100);
 	struct retention_undelete_totals totals;
@@ -521,7 +504,7 @@ static void test_undelete(void **state)
  * missing Maildir is left alone (not created). */
 static void test_purge_orphans_and_missing(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct store_policy policy = policy_at(3600, -1, time(NULL));
 	struct store_commit_report report;
 	enum store_error kind;
@@ -572,7 +555,7 @@ static int cmp_str(const void *a, const void *b)
 
 static void test_mailroot_walk(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	static const char *const dirs[] = {"d1",       "d1/alice", "d1/bob", "d2",
 					   "d2/carol", ".hidden",  "d3"};
 	char found[8][128];

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "temp_maildir.h"
+
 #include "core/util.h"
 #include "store/store.h"
 #include "store/uidl_import.h"
@@ -563,46 +565,17 @@ static void test_map_round_trip_and_damage(void **state)
 
 /* ---- at a Maildir open ---- */
 
-struct fixture {
-	char dir[64];
-	char *maildir;
-};
-
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	strcpy(fx->dir, "/tmp/buzon-uidlimport-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	fx->maildir = xasprintf("%s/Maildir", fx->dir);
-	if (mkdir(fx->maildir, 0700) < 0)
-		return -1;
-	static const char *const subdirs[] = {"cur", "new", "tmp"};
-	for (size_t i = 0; i < ARRAY_SIZE(subdirs); i++) {
-		char *path = xasprintf("%s/%s", fx->maildir, subdirs[i]);
-		int ret = mkdir(path, 0700);
-		free(path);
-		if (ret < 0)
-			return -1;
-	}
-	*state = fx;
-	return 0;
+	return temp_maildir_setup(state, "uidlimport", true);
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-	char *cmd = xasprintf("rm -rf '%s'", fx->dir);
-	int ret = system(cmd);
-
-	free(cmd);
-	free(fx->maildir);
-	free(fx);
-	return ret == 0 ? 0 : -1;
+	return temp_maildir_teardown(state);
 }
 
-static void put_file(const struct fixture *fx, const char *name, const char *data)
+static void put_file(const struct temp_maildir *fx, const char *name, const char *data)
 {
 	char *path = xasprintf("%s/%s", fx->maildir, name);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -613,7 +586,7 @@ static void put_file(const struct fixture *fx, const char *name, const char *dat
 	free(path);
 }
 
-static char *get_file(const struct fixture *fx, const char *name)
+static char *get_file(const struct temp_maildir *fx, const char *name)
 {
 	char *path = xasprintf("%s/%s", fx->maildir, name);
 	FILE *f = fopen(path, "r");
@@ -630,7 +603,7 @@ static char *get_file(const struct fixture *fx, const char *name)
 	return data;
 }
 
-static struct store_mailbox *open_ok(const struct fixture *fx)
+static struct store_mailbox *open_ok(const struct temp_maildir *fx)
 {
 	struct store_mailbox *box = NULL;
 	enum store_error kind = STORE_ERROR_NONE;
@@ -641,7 +614,7 @@ static struct store_mailbox *open_ok(const struct fixture *fx)
 	return box;
 }
 
-static void put_three_messages(const struct fixture *fx)
+static void put_three_messages(const struct temp_maildir *fx)
 {
 	put_file(fx, "cur/1700000001.M1P9.test:2,S", "Subject: 1\n\none\n");
 	put_file(fx, "cur/1700000002.M2P9.test:2,", "Subject: 2\n\ntwo\n");
@@ -650,7 +623,7 @@ static void put_three_messages(const struct fixture *fx)
 
 static void test_open_imports_once(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	put_three_messages(fx);
 	put_file(fx, "dovecot-uidlist",
@@ -683,7 +656,7 @@ static void test_open_imports_once(void **state)
 
 static void test_open_redoes_an_interrupted_import(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	/* a crash after the map was written, before the index: pending, no buzon-uidlist */
 	put_three_messages(fx);
@@ -708,7 +681,7 @@ static void test_open_redoes_an_interrupted_import(void **state)
 
 static void test_open_never_repeats_a_finished_import(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 
 	/* the index is lost after an import: importing again could hand out UID 4 again (buzon may
 	 * have given it to a message since), so every UIDL changes instead */
@@ -726,7 +699,7 @@ static void test_open_never_repeats_a_finished_import(void **state)
 
 static void test_open_fails_when_the_old_list_cannot_be_read(void **state)
 {
-	struct fixture *fx = *state;
+	struct temp_maildir *fx = *state;
 	struct store_mailbox *box = NULL;
 	enum store_error kind = STORE_ERROR_NONE;
 	char *error = NULL, *path = xasprintf("%s/dovecot-uidlist", fx->maildir);
